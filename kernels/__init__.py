@@ -1,0 +1,9 @@
+"""swejax attention kernels, each next to a reference implementation with the same signature.
+
+Import package `swejax_kernels` (the folder is `kernels/`). Model code never calls these
+directly: `swejax.models.attention` dispatches on `config.model.attention`.
+"""
+
+from swejax_kernels.reference import attention as reference_attention
+
+__all__ = ["reference_attention"]

@@ -1,0 +1,81 @@
+"""Building models: abstract shapes, parameter shardings, sharded random init, parameter counts."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+from flax import nnx
+from jax.sharding import Mesh
+
+from swejax.models.config import ModelConfig, from_hf_config, preset, read_hf_config
+from swejax.models.qwen2 import Qwen2
+from swejax.sharding import named_sharding
+
+
+def _is_variable(x: Any) -> bool:
+    return isinstance(x, nnx.Variable)
+
+
+def abstract_model(cfg: ModelConfig, seed: int = 0) -> Qwen2:
+    """The model with ShapeDtypeStructs in place of arrays: nothing is allocated."""
+    return nnx.eval_shape(lambda: Qwen2(cfg, rngs=nnx.Rngs(seed)))
+
+
+def logical_axes(model: nnx.Module) -> nnx.State:
+    """The logical axis names of every parameter, as a State shaped like the model's."""
+    return jax.tree.map(lambda v: v.get_metadata()["axes"], nnx.state(model), is_leaf=_is_variable)
+
+
+def param_shardings(model: nnx.Module, mesh: Mesh) -> nnx.State:
+    """NamedSharding of every parameter (a State shaped like the model's) by the logical rules."""
+    return jax.tree.map(
+        lambda v: named_sharding(mesh, v.get_metadata()["axes"], v.shape),
+        nnx.state(model),
+        is_leaf=_is_variable,
+    )
+
+
+def count_params(cfg: ModelConfig) -> int:
+    state = nnx.state(abstract_model(cfg))
+    return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(state))
+
+
+def build_model(cfg: ModelConfig, mesh: Mesh | None = None, seed: int = 0) -> Qwen2:
+    """A randomly initialised model, each weight created directly at its sharding on `mesh`."""
+    abstract = abstract_model(cfg, seed)
+    graphdef, _ = nnx.split(abstract)
+    out_shardings = None if mesh is None else param_shardings(abstract, mesh)
+
+    @jax.jit
+    def init() -> nnx.State:
+        state = nnx.state(Qwen2(cfg, rngs=nnx.Rngs(seed)))
+        if out_shardings is None:
+            return state
+        return jax.lax.with_sharding_constraint(state, out_shardings)
+
+    return nnx.merge(graphdef, init())
+
+
+def place_state(model: nnx.Module, mesh: Mesh | None) -> nnx.Module:
+    """The same model with every parameter moved to its sharding on `mesh` (or left alone)."""
+    if mesh is None:
+        return model
+    graphdef, state = nnx.split(model)
+    return nnx.merge(graphdef, jax.device_put(state, param_shardings(model, mesh)))
+
+
+def model_config_from(model_cfg: Any) -> ModelConfig:
+    """ModelConfig from the `model` section of a run config (preset, or a checkpoint's config.json)."""
+    runtime = {
+        "dtype": model_cfg.dtype,
+        "param_dtype": model_cfg.param_dtype,
+        "remat": model_cfg.remat,
+        "attention": model_cfg.attention,
+    }
+    if model_cfg.checkpoint:
+        return from_hf_config(read_hf_config(model_cfg.checkpoint), **runtime)
+    return preset(model_cfg.preset, **runtime)
+
+

@@ -1,0 +1,194 @@
+"""Qwen2 decoder in Flax NNX.
+
+Axis letters: B batch, T sequence, D hidden, N query heads, K key/value heads, H head dim,
+F MLP hidden, V vocabulary, L layers. Every weight carries logical axis names in its `axes`
+metadata (mapped to the mesh by `swejax.sharding`); sharding in the comments uses the
+scaling-book notation with the default rules, e.g. W[D_fsdp, F_tp].
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jax.ad_checkpoint import checkpoint_name
+from jaxtyping import Array, Float, Int
+
+from swejax.models.attention import attend
+from swejax.models.config import ModelConfig
+from swejax.models.rope import apply_rope, rope_frequencies
+from swejax.sharding import constrain
+
+_INIT_STD = 0.02  # Qwen2's initializer_range
+
+REMAT_POLICIES = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    # Keep each layer's attention and MLP outputs; recompute everything inside them.
+    "save_attn_mlp_out": jax.checkpoint_policies.save_only_these_names("attn_out", "mlp_out"),
+}
+
+
+def _param(rngs: nnx.Rngs, shape, axes, dtype, std=_INIT_STD) -> nnx.Param:
+    return nnx.Param(std * jax.random.normal(rngs.params(), shape, dtype), axes=axes)
+
+
+def _zeros(shape, axes, dtype) -> nnx.Param:
+    return nnx.Param(jnp.zeros(shape, dtype), axes=axes)
+
+
+class RMSNorm(nnx.Module):
+    def __init__(self, dim: int, eps: float, param_dtype):
+        self.eps = eps
+        self.scale = nnx.Param(jnp.ones((dim,), param_dtype), axes=("norm",))
+
+    def __call__(self, x: Float[Array, "B T D"]) -> Float[Array, "B T D"]:
+        x32 = x.astype(jnp.float32)
+        normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+        # Cast before scaling, as Hugging Face does, so bfloat16 runs round the same way.
+        return normed.astype(x.dtype) * self.scale[...].astype(x.dtype)
+
+
+class Attention(nnx.Module):
+    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+        D, N, K, H = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        pd = jnp.dtype(cfg.param_dtype)
+        self.cfg = cfg
+        self.q_kernel = _param(rngs, (D, N, H), ("embed", "heads", "head_dim"), pd)  # [D_fsdp, N_tp, H]
+        self.k_kernel = _param(rngs, (D, K, H), ("embed", "kv_heads", "head_dim"), pd)
+        self.v_kernel = _param(rngs, (D, K, H), ("embed", "kv_heads", "head_dim"), pd)
+        self.q_bias = _zeros((N, H), ("heads", "head_dim"), pd)
+        self.k_bias = _zeros((K, H), ("kv_heads", "head_dim"), pd)
+        self.v_bias = _zeros((K, H), ("kv_heads", "head_dim"), pd)
+        self.o_kernel = _param(rngs, (N, H, D), ("heads", "head_dim", "embed"), pd)  # [N_tp, H, D_fsdp]
+
+    def __call__(
+        self,
+        x: Float[Array, "B T D"],
+        positions: Int[Array, "B T"],
+        segment_ids: Int[Array, "B T"] | None,
+    ) -> Float[Array, "B T D"]:
+        dt = x.dtype
+        inv_freq, rope_scale = rope_frequencies(
+            self.cfg.head_dim, self.cfg.rope_theta, self.cfg.rope_scaling
+        )
+
+        def project(kernel, bias, heads_axis):
+            y = jnp.einsum("BTD,DNH->BTNH", x, kernel[...].astype(dt)) + bias[...].astype(dt)
+            return constrain(y, ("batch", "seq", heads_axis, None))
+
+        q = project(self.q_kernel, self.q_bias, "act_heads")
+        k = project(self.k_kernel, self.k_bias, "act_kv_heads")
+        v = project(self.v_kernel, self.v_bias, "act_kv_heads")
+        q = checkpoint_name(apply_rope(q, positions, inv_freq, rope_scale), "query")
+        k = checkpoint_name(apply_rope(k, positions, inv_freq, rope_scale), "key")
+        v = checkpoint_name(v, "value")
+        out = attend(q, k, v, segment_ids, impl=self.cfg.attention)
+        out = constrain(out, ("batch", "seq", "act_heads", None))
+        return jnp.einsum("BTNH,NHD->BTD", out, self.o_kernel[...].astype(dt))
+
+
+class MLP(nnx.Module):
+    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+        D, F = cfg.hidden_size, cfg.intermediate_size
+        pd = jnp.dtype(cfg.param_dtype)
+        self.gate_kernel = _param(rngs, (D, F), ("embed", "mlp"), pd)  # [D_fsdp, F_tp]
+        self.up_kernel = _param(rngs, (D, F), ("embed", "mlp"), pd)
+        self.down_kernel = _param(rngs, (F, D), ("mlp", "embed"), pd)  # [F_tp, D_fsdp]
+
+    def __call__(self, x: Float[Array, "B T D"]) -> Float[Array, "B T D"]:
+        dt = x.dtype
+        gate = jnp.einsum("BTD,DF->BTF", x, self.gate_kernel[...].astype(dt))
+        up = jnp.einsum("BTD,DF->BTF", x, self.up_kernel[...].astype(dt))
+        hidden = constrain(jax.nn.silu(gate) * up, ("batch", "seq", "act_mlp"))
+        return jnp.einsum("BTF,FD->BTD", hidden, self.down_kernel[...].astype(dt))
+
+
+class DecoderLayer(nnx.Module):
+    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+        pd = jnp.dtype(cfg.param_dtype)
+        self.attn_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, pd)
+        self.attn = Attention(cfg, rngs)
+        self.mlp_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, pd)
+        self.mlp = MLP(cfg, rngs)
+
+    def __call__(self, x, positions, segment_ids):
+        attn_out = checkpoint_name(self.attn(self.attn_norm(x), positions, segment_ids), "attn_out")
+        x = constrain(x + attn_out, ("batch", "seq", None))
+        mlp_out = checkpoint_name(self.mlp(self.mlp_norm(x)), "mlp_out")
+        return constrain(x + mlp_out, ("batch", "seq", None))
+
+
+def _stack_layers(cfg: ModelConfig, rngs: nnx.Rngs) -> DecoderLayer:
+    """One DecoderLayer whose every weight has a leading layer axis, for `lax.scan`."""
+
+    @nnx.split_rngs(splits=cfg.num_layers)
+    @nnx.vmap(in_axes=(0,), out_axes=0)
+    def make(layer_rngs: nnx.Rngs) -> DecoderLayer:
+        return DecoderLayer(cfg, layer_rngs)
+
+    layers = make(rngs)
+    for _, variable in nnx.iter_graph(layers):
+        if isinstance(variable, nnx.Variable):
+            variable.set_metadata(axes=("layers", *variable.get_metadata()["axes"]))
+    return layers
+
+
+def default_positions(input_ids: Int[Array, "B T"]) -> Int[Array, "B T"]:
+    return jnp.broadcast_to(jnp.arange(input_ids.shape[1], dtype=jnp.int32), input_ids.shape)
+
+
+class Qwen2(nnx.Module):
+    """Qwen2 causal language model: `model(input_ids) -> logits` (float32)."""
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        self.cfg = cfg
+        pd = jnp.dtype(cfg.param_dtype)
+        V, D = cfg.vocab_size, cfg.hidden_size
+        self.embed = _param(rngs, (V, D), ("vocab", "embed"), pd)  # [V_tp, D_fsdp]
+        self.layers = _stack_layers(cfg, rngs)
+        self.final_norm = RMSNorm(D, cfg.rms_norm_eps, pd)
+        if not cfg.tie_word_embeddings:
+            self.lm_head = _param(rngs, (D, V), ("embed", "vocab"), pd)  # [D_fsdp, V_tp]
+
+    def hidden_states(
+        self,
+        input_ids: Int[Array, "B T"],
+        positions: Int[Array, "B T"] | None = None,
+        segment_ids: Int[Array, "B T"] | None = None,
+    ) -> Float[Array, "B T D"]:
+        """Final-norm hidden states. Packed rows pass per-segment `positions` and `segment_ids`."""
+        if positions is None:
+            positions = default_positions(input_ids)
+        dt = jnp.dtype(self.cfg.dtype)
+        x = constrain(self.embed[...][input_ids].astype(dt), ("batch", "seq", None))
+        graphdef, stacked = nnx.split(self.layers)
+
+        def layer_step(carry, layer_state):
+            layer = nnx.merge(graphdef, layer_state)
+            return layer(carry, positions, segment_ids), None
+
+        policy_name = self.cfg.remat
+        if REMAT_POLICIES[policy_name] is not None:
+            layer_step = jax.checkpoint(layer_step, policy=REMAT_POLICIES[policy_name])
+        x, _ = jax.lax.scan(layer_step, x, stacked)
+        return self.final_norm(x)
+
+    def __call__(
+        self,
+        input_ids: Int[Array, "B T"],
+        positions: Int[Array, "B T"] | None = None,
+        segment_ids: Int[Array, "B T"] | None = None,
+    ) -> Float[Array, "B T V"]:
+        x = self.hidden_states(input_ids, positions, segment_ids)
+        if self.cfg.tie_word_embeddings:
+            logits = jnp.einsum(
+                "BTD,VD->BTV", x, self.embed[...].astype(x.dtype), preferred_element_type=jnp.float32
+            )
+        else:
+            logits = jnp.einsum(
+                "BTD,DV->BTV", x, self.lm_head[...].astype(x.dtype), preferred_element_type=jnp.float32
+            )
+        return constrain(logits, ("batch", "seq", "act_vocab"))
