@@ -81,7 +81,7 @@ def make_mesh(
     context: int = 1,
     devices: Sequence[jax.Device] | None = None,
 ) -> Mesh:
-    """A mesh with axes (data, fsdp, tensor, context); -1 on one axis takes the remaining devices."""
+    """A mesh with axes (data, fsdp, tensor, context); -1 on one axis takes the rest."""
     devices = list(jax.devices() if devices is None else devices)
     sizes = resolve_mesh_shape(
         {"data": data, "fsdp": fsdp, "tensor": tensor, "context": context}, len(devices)
@@ -98,7 +98,7 @@ def make_mesh(
 def logical_to_spec(
     names: Sequence[str | None], shape: Sequence[int] | None = None, mesh: Mesh | None = None
 ) -> PartitionSpec:
-    """PartitionSpec for logical `names`; with `shape` and `mesh`, axes that do not divide are dropped.
+    """PartitionSpec for logical `names`; with `shape` and `mesh`, non-dividing axes are dropped.
 
     A mesh axis is used at most once per array (the first dimension that asks for it wins), and
     axes of size 1 are left out so specs stay readable.
@@ -114,7 +114,11 @@ def logical_to_spec(
             axis_size = 1 if mesh is None else mesh.shape[axis]
             if mesh is not None and axis_size == 1:
                 continue
-            if mesh is not None and size is not None and size % (axis_size * math.prod(mesh.shape[a] for a in axes)):
+            if (
+                mesh is not None
+                and size is not None
+                and size % (axis_size * math.prod(mesh.shape[a] for a in axes))
+            ):
                 continue
             axes.append(axis)
         used.update(axes)

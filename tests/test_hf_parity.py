@@ -29,7 +29,9 @@ def randomize(model, seed: int):
     graphdef, state = nnx.split(model)
     leaves, treedef = jax.tree.flatten(state)
     keys = jax.random.split(jax.random.key(seed), len(leaves))
-    leaves = [0.1 * jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves)]
+    leaves = [
+        0.1 * jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves, strict=True)
+    ]
     return nnx.merge(graphdef, jax.tree.unflatten(treedef, leaves))
 
 
@@ -70,7 +72,9 @@ def test_saved_model_loads_in_transformers(tied, tmp_path):
     cfg = preset("tiny", vocab_size=160, tie_word_embeddings=tied, num_layers=3)
     model = randomize(build_model(cfg, seed=4), seed=4)
     save_hf_checkpoint(model, str(tmp_path))
-    hf = Qwen2ForCausalLM.from_pretrained(tmp_path, torch_dtype="float32", attn_implementation="eager")
+    hf = Qwen2ForCausalLM.from_pretrained(
+        tmp_path, torch_dtype="float32", attn_implementation="eager"
+    )
     ids = _ids(np.random.default_rng(5), (2, 40), cfg.vocab_size)
     diff = np.abs(np.asarray(model(jnp.asarray(ids))) - hf_logits(hf.eval(), ids)).max()
     assert diff <= TOL, f"max abs logit difference {diff:.2e}"

@@ -10,7 +10,14 @@ from swejax.models.build import (
     place_state,
 )
 from swejax.models.checkpoint import load_checkpoint, save_checkpoint
-from swejax.models.config import PRESETS, ModelConfig, YarnScaling, from_hf_config, preset, to_hf_config
+from swejax.models.config import (
+    PRESETS,
+    ModelConfig,
+    YarnScaling,
+    from_hf_config,
+    preset,
+    to_hf_config,
+)
 from swejax.models.hf_io import load_hf_checkpoint, save_hf_checkpoint
 from swejax.models.qwen2 import Qwen2
 

@@ -16,7 +16,9 @@ def attend(
     *,
     impl: str,
 ) -> Float[Array, "B T Nq H"]:
-    """Causal self-attention by the named implementation; an unknown name raises, never falls back."""
+    """Causal self-attention by the named implementation; an unknown name raises (no fallback)."""
     if impl not in _IMPLEMENTATIONS:
-        raise ValueError(f"attention implementation {impl!r} is not available; have {sorted(_IMPLEMENTATIONS)}")
+        raise ValueError(
+            f"attention implementation {impl!r} is not available; have {sorted(_IMPLEMENTATIONS)}"
+        )
     return _IMPLEMENTATIONS[impl](q, k, v, causal=True, segment_ids=segment_ids)

@@ -67,7 +67,7 @@ def place_state(model: nnx.Module, mesh: Mesh | None) -> nnx.Module:
 
 
 def model_config_from(model_cfg: Any) -> ModelConfig:
-    """ModelConfig from the `model` section of a run config (preset, or a checkpoint's config.json)."""
+    """ModelConfig from a run config's `model` section (a preset, or a checkpoint's config.json)."""
     runtime = {
         "dtype": model_cfg.dtype,
         "param_dtype": model_cfg.param_dtype,
@@ -77,5 +77,3 @@ def model_config_from(model_cfg: Any) -> ModelConfig:
     if model_cfg.checkpoint:
         return from_hf_config(read_hf_config(model_cfg.checkpoint), **runtime)
     return preset(model_cfg.preset, **runtime)
-
-

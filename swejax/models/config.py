@@ -87,12 +87,24 @@ PRESETS: dict[str, ModelConfig] = {
     "qwen2.5-72b": _qwen25(8192, 80, 64, 8, 29568, 152064, False),
     # CPU sizes for tests and the embedded default; vocabulary fits the built-in tokenizer.
     "tiny": ModelConfig(
-        vocab_size=4096, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
-        intermediate_size=128, tie_word_embeddings=True, max_position_embeddings=4096,
+        vocab_size=4096,
+        hidden_size=64,
+        num_layers=2,
+        num_heads=4,
+        num_kv_heads=2,
+        intermediate_size=128,
+        tie_word_embeddings=True,
+        max_position_embeddings=4096,
     ),
     "small": ModelConfig(
-        vocab_size=4096, hidden_size=256, num_layers=4, num_heads=8, num_kv_heads=2,
-        intermediate_size=768, tie_word_embeddings=True, max_position_embeddings=8192,
+        vocab_size=4096,
+        hidden_size=256,
+        num_layers=4,
+        num_heads=8,
+        num_kv_heads=2,
+        intermediate_size=768,
+        tie_word_embeddings=True,
+        max_position_embeddings=8192,
     ),
 }
 

@@ -39,7 +39,8 @@ class _Weight:
     """How one swejax parameter maps to Hugging Face tensors.
 
     The HF tensor (one per layer for stacked weights) is reshaped to `groups` flattened, then
-    transposed by `perm` to give the swejax layout: ours = hf.reshape(*flat(groups)).transpose(perm).
+    transposed by `perm` to give the swejax layout:
+    ours = hf.reshape(*flat(groups)).transpose(perm).
     """
 
     path: tuple[str, ...]
@@ -71,18 +72,45 @@ def weight_table(cfg: ModelConfig) -> list[_Weight]:
         _Weight(("final_norm", "scale"), "model.norm.weight", ((D,),), (0,)),
         _Weight(("layers", "attn_norm", "scale"), layer + "input_layernorm.weight", ((D,),), (0,)),
         _Weight(
-            ("layers", "mlp_norm", "scale"), layer + "post_attention_layernorm.weight", ((D,),), (0,)
+            ("layers", "mlp_norm", "scale"),
+            layer + "post_attention_layernorm.weight",
+            ((D,),),
+            (0,),
         ),
-        _Weight(("layers", "attn", "q_kernel"), layer + "self_attn.q_proj.weight", ((N, H), (D,)), (2, 0, 1)),
-        _Weight(("layers", "attn", "k_kernel"), layer + "self_attn.k_proj.weight", ((K, H), (D,)), (2, 0, 1)),
-        _Weight(("layers", "attn", "v_kernel"), layer + "self_attn.v_proj.weight", ((K, H), (D,)), (2, 0, 1)),
+        _Weight(
+            ("layers", "attn", "q_kernel"),
+            layer + "self_attn.q_proj.weight",
+            ((N, H), (D,)),
+            (2, 0, 1),
+        ),
+        _Weight(
+            ("layers", "attn", "k_kernel"),
+            layer + "self_attn.k_proj.weight",
+            ((K, H), (D,)),
+            (2, 0, 1),
+        ),
+        _Weight(
+            ("layers", "attn", "v_kernel"),
+            layer + "self_attn.v_proj.weight",
+            ((K, H), (D,)),
+            (2, 0, 1),
+        ),
         _Weight(("layers", "attn", "q_bias"), layer + "self_attn.q_proj.bias", ((N, H),), (0, 1)),
         _Weight(("layers", "attn", "k_bias"), layer + "self_attn.k_proj.bias", ((K, H),), (0, 1)),
         _Weight(("layers", "attn", "v_bias"), layer + "self_attn.v_proj.bias", ((K, H),), (0, 1)),
-        _Weight(("layers", "attn", "o_kernel"), layer + "self_attn.o_proj.weight", ((D,), (N, H)), (1, 2, 0)),
-        _Weight(("layers", "mlp", "gate_kernel"), layer + "mlp.gate_proj.weight", ((F,), (D,)), (1, 0)),
+        _Weight(
+            ("layers", "attn", "o_kernel"),
+            layer + "self_attn.o_proj.weight",
+            ((D,), (N, H)),
+            (1, 2, 0),
+        ),
+        _Weight(
+            ("layers", "mlp", "gate_kernel"), layer + "mlp.gate_proj.weight", ((F,), (D,)), (1, 0)
+        ),
         _Weight(("layers", "mlp", "up_kernel"), layer + "mlp.up_proj.weight", ((F,), (D,)), (1, 0)),
-        _Weight(("layers", "mlp", "down_kernel"), layer + "mlp.down_proj.weight", ((D,), (F,)), (1, 0)),
+        _Weight(
+            ("layers", "mlp", "down_kernel"), layer + "mlp.down_proj.weight", ((D,), (F,)), (1, 0)
+        ),
     ]
     if not cfg.tie_word_embeddings:
         table.append(_Weight(("lm_head",), "lm_head.weight", ((V,), (D,)), (1, 0)))
@@ -104,7 +132,7 @@ class _TensorFiles:
                 weight_map = json.load(f)["weight_map"]
         elif os.path.isfile(single_path):
             with safe_open(single_path, framework="numpy") as f:
-                weight_map = {name: "model.safetensors" for name in f.keys()}
+                weight_map = {name: "model.safetensors" for name in f.keys()}  # noqa: SIM118
         else:
             raise FileNotFoundError(
                 f"no model.safetensors or model.safetensors.index.json in {checkpoint_dir!r}"
@@ -127,7 +155,9 @@ def _check_tensors(table: list[_Weight], files: _TensorFiles, num_layers: int) -
         for name in _hf_names(w, num_layers):
             expected.add(name)
             if name not in files.weight_map:
-                raise ValueError(f"checkpoint is missing tensor {name!r} (expected shape {w.hf_shape})")
+                raise ValueError(
+                    f"checkpoint is missing tensor {name!r} (expected shape {w.hf_shape})"
+                )
             shape = tuple(files.slice(name).get_shape())
             if shape != w.hf_shape:
                 raise ValueError(
@@ -135,7 +165,9 @@ def _check_tensors(table: list[_Weight], files: _TensorFiles, num_layers: int) -
                 )
     ignored = sorted(set(files.weight_map) - expected - {"lm_head.weight"})
     if ignored:
-        log.warning("ignoring %d checkpoint tensors not used by Qwen2: %s", len(ignored), ignored[:5])
+        log.warning(
+            "ignoring %d checkpoint tensors not used by Qwen2: %s", len(ignored), ignored[:5]
+        )
 
 
 def _read_block(w: _Weight, tensor_slice, index: tuple[slice, ...]) -> np.ndarray:

@@ -56,13 +56,17 @@ class Attention(nnx.Module):
         D, N, K, H = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         pd = jnp.dtype(cfg.param_dtype)
         self.cfg = cfg
-        self.q_kernel = _param(rngs, (D, N, H), ("embed", "heads", "head_dim"), pd)  # [D_fsdp, N_tp, H]
+        self.q_kernel = _param(
+            rngs, (D, N, H), ("embed", "heads", "head_dim"), pd
+        )  # [D_fsdp, N_tp, H]
         self.k_kernel = _param(rngs, (D, K, H), ("embed", "kv_heads", "head_dim"), pd)
         self.v_kernel = _param(rngs, (D, K, H), ("embed", "kv_heads", "head_dim"), pd)
         self.q_bias = _zeros((N, H), ("heads", "head_dim"), pd)
         self.k_bias = _zeros((K, H), ("kv_heads", "head_dim"), pd)
         self.v_bias = _zeros((K, H), ("kv_heads", "head_dim"), pd)
-        self.o_kernel = _param(rngs, (N, H, D), ("heads", "head_dim", "embed"), pd)  # [N_tp, H, D_fsdp]
+        self.o_kernel = _param(
+            rngs, (N, H, D), ("heads", "head_dim", "embed"), pd
+        )  # [N_tp, H, D_fsdp]
 
     def __call__(
         self,
@@ -185,10 +189,16 @@ class Qwen2(nnx.Module):
         x = self.hidden_states(input_ids, positions, segment_ids)
         if self.cfg.tie_word_embeddings:
             logits = jnp.einsum(
-                "BTD,VD->BTV", x, self.embed[...].astype(x.dtype), preferred_element_type=jnp.float32
+                "BTD,VD->BTV",
+                x,
+                self.embed[...].astype(x.dtype),
+                preferred_element_type=jnp.float32,
             )
         else:
             logits = jnp.einsum(
-                "BTD,DV->BTV", x, self.lm_head[...].astype(x.dtype), preferred_element_type=jnp.float32
+                "BTD,DV->BTV",
+                x,
+                self.lm_head[...].astype(x.dtype),
+                preferred_element_type=jnp.float32,
             )
         return constrain(logits, ("batch", "seq", "act_vocab"))

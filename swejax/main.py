@@ -1,0 +1,374 @@
+"""The command line: `python -m swejax.main [MODE] [--config=FILE] [--config.a.b=VALUE ...]`.
+
+Mistakes in the command, the config or the input files end in one line `swejax: error: ...` on
+stderr and exit code 2; anything else is a bug and keeps its traceback. The summary of a mode goes
+to stdout, progress and notices to stderr. JAX and the model code are imported inside the modes,
+after the config is resolved, so `--help` and config errors answer without loading them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn, TypeVar
+
+import ml_collections
+
+from swejax.config import ConfigError, load_config
+
+_PROG = "python -m swejax.main"
+_DEFAULT_MODE = "train"
+_MODES: dict[str, str] = {
+    "train": "RL training, RFT then DAPO (the default; not built yet, runs `check` instead)",
+    "check": "build the mesh and the model, run one forward pass, print a summary",
+    "convert": "convert checkpoints: --from-hf DIR --to DIR, or --from DIR --to-hf DIR",
+    "eval": "evaluate a checkpoint on a task set (not built yet)",
+    "validate-tasks": "per task: the gold patch passes, the empty patch fails (not built yet)",
+}
+_CONFIG_FLAGS_HELP = """\
+config:
+  --config=FILE        a Python file (see configs/) whose get_config() returns the run config;
+                       without it, the embedded default: a tiny model on the local devices
+  --config.KEY=VALUE   set one field, e.g. --config.mesh.fsdp=8 --config.model.dtype=bfloat16;
+                       unknown keys and values of the wrong type are errors"""
+_CHECK_SEQ_LEN = 32
+_LISTED_FILES = 20
+
+logger = logging.getLogger("swejax")
+_Result = TypeVar("_Result")
+
+
+class _UserError(Exception):
+    """A mistake in the command, config or input files: reported in one line, no traceback."""
+
+
+class _Exit(Exception):
+    """argparse finished early (for example after --help) with this exit status."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of exiting, so `main` returns a code and prints one line."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _UserError(message)
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        if message:
+            sys.stderr.write(message)
+        raise _Exit(status)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one mode; returns the process exit code (0 ok, 2 a user error or a mode not built)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    _log_to_stderr()
+    try:
+        return _run(args)
+    except _Exit as finished:
+        return finished.status
+    except (_UserError, ConfigError) as error:
+        print(f"swejax: error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 2
+
+
+def _run(args: list[str]) -> int:
+    if not args or args[0].startswith("-"):
+        if "-h" in args or "--help" in args:
+            print(_top_help())
+            return 0
+        mode, rest = _DEFAULT_MODE, args
+    else:
+        mode, rest = _checked_mode(args[0]), args[1:]
+
+    parser = _mode_parser(mode)
+    options, leftovers = parser.parse_known_args(rest)
+    overrides = _config_overrides(leftovers)
+
+    if mode in ("eval", "validate-tasks"):
+        print(f"swejax: mode {mode!r} is not built yet in this version", file=sys.stderr)
+        return 2
+    if mode == "convert":
+        _check_convert_arguments(options)
+    config = load_config(options.config, overrides)
+    if mode == "train":
+        print(
+            "swejax: the training pipeline (mode 'train') is not built yet; "
+            "running the model check instead",
+            file=sys.stderr,
+        )
+        return _run_check(config, batch_size=None, seq_len=_CHECK_SEQ_LEN)
+    if mode == "check":
+        return _run_check(config, batch_size=options.batch_size, seq_len=options.seq_len)
+    return _run_convert(config, options)
+
+
+# --- the command line -------------------------------------------------------------------------
+
+
+def _top_help() -> str:
+    width = max(len(mode) for mode in _MODES) + 2
+    modes = "\n".join(f"  {mode:<{width}} {summary}" for mode, summary in _MODES.items())
+    return (
+        f"usage: {_PROG} [MODE] [--config=FILE] [--config.KEY=VALUE ...] [mode options]\n\n"
+        "Multi-turn RL for software-engineering agents (RFT then DAPO) on Qwen2.5, in JAX.\n\n"
+        f"modes:\n{modes}\n\n{_CONFIG_FLAGS_HELP}\n\n"
+        f"`{_PROG} MODE --help` lists the options of one mode."
+    )
+
+
+def _checked_mode(word: str) -> str:
+    if word in _MODES:
+        return word
+    close = difflib.get_close_matches(word, list(_MODES), n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    if word.endswith(".py"):
+        hint = f"to use a config file, pass --config={word}; "
+    raise _UserError(f"unknown mode {word!r}; {hint}modes: {', '.join(_MODES)}")
+
+
+def _mode_parser(mode: str) -> _Parser:
+    parser = _Parser(
+        prog=f"{_PROG} {mode}",
+        usage=f"{_PROG} {mode} [--config=FILE] [--config.KEY=VALUE ...] [options]",
+        description=_MODES[mode],
+        epilog=_CONFIG_FLAGS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+    )
+    # The epilog documents --config; the option itself is not listed twice.
+    parser.add_argument("--config", metavar="FILE", default=None, help=argparse.SUPPRESS)
+    if mode == "check":
+        parser.add_argument(
+            "--batch-size",
+            type=_positive_int,
+            default=None,
+            help="rows in the random batch (default: mesh data x fsdp, one row per shard)",
+        )
+        parser.add_argument(
+            "--seq-len",
+            type=_positive_int,
+            default=_CHECK_SEQ_LEN,
+            help=f"tokens per row (default: {_CHECK_SEQ_LEN})",
+        )
+    if mode == "convert":
+        parser.add_argument("--from-hf", metavar="DIR", help="read a Hugging Face checkpoint")
+        parser.add_argument("--to", metavar="DIR", help="write a swejax checkpoint")
+        parser.add_argument(
+            "--from", dest="from_dir", metavar="DIR", help="read a swejax checkpoint"
+        )
+        parser.add_argument("--to-hf", metavar="DIR", help="write a Hugging Face checkpoint")
+        parser.epilog = (
+            f"{_CONFIG_FLAGS_HELP}\n\nWeights are held in config.model.param_dtype (float32 unless "
+            "set; --config.model.param_dtype=bfloat16 keeps bfloat16 weights) and spread over "
+            "config.mesh."
+        )
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _config_overrides(leftovers: Sequence[str]) -> list[str]:
+    """`--config.a.b=v` arguments as `a.b=v`; anything else argparse did not know is an error."""
+    overrides = []
+    for argument in leftovers:
+        if argument.startswith("--config.") and "=" in argument:
+            overrides.append(argument.removeprefix("--config."))
+        elif argument.startswith("--config."):
+            raise _UserError(f"{argument} needs a value: write {argument}=VALUE")
+        elif argument in _MODES:
+            raise _UserError(f"the mode goes first: {_PROG} {argument} [options]")
+        else:
+            raise _UserError(f"unrecognized argument {argument!r} (see {_PROG} --help)")
+    return overrides
+
+
+def _log_to_stderr() -> None:
+    # Our progress at INFO; libraries (orbax, absl) only from WARNING, or they drown it.
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.WARNING,
+        format="%(asctime)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    logger.setLevel(logging.INFO)
+
+
+# --- modes ------------------------------------------------------------------------------------
+
+
+def _run_check(config: ml_collections.ConfigDict, batch_size: int | None, seq_len: int) -> int:
+    """Mesh, model and one forward pass on random tokens, with a summary on stdout."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from swejax import models, sharding
+
+    mesh = _build_mesh(config.mesh)
+    model_cfg = _from_user_input(
+        "cannot resolve config.model", models.model_config_from, config.model
+    )
+    source = (
+        f"checkpoint {config.model.checkpoint}"
+        if config.model.checkpoint
+        else f"preset {config.model.preset}"
+    )
+    logger.info("building the model (%s) on mesh %s", source, dict(mesh.shape))
+    if config.model.checkpoint:
+        model = _from_user_input(
+            f"cannot load checkpoint {config.model.checkpoint}",
+            models.load_hf_checkpoint,
+            config.model.checkpoint,
+            dtype=config.model.dtype,
+            mesh=mesh,
+            param_dtype=config.model.param_dtype,
+            remat=config.model.remat,
+            attention=config.model.attention,
+        )
+    else:
+        model = models.build_model(model_cfg, mesh, seed=config.seed)
+
+    rows = batch_size or mesh.shape["data"] * mesh.shape["fsdp"]
+    input_ids = jax.random.randint(
+        jax.random.key(config.seed), (rows, seq_len), 0, model_cfg.vocab_size, dtype=jnp.int32
+    )
+    input_ids = jax.device_put(
+        input_ids, sharding.named_sharding(mesh, ("batch", "seq"), input_ids.shape)
+    )
+    forward = nnx.jit(lambda model, ids: model(ids))
+    with sharding.activation_mesh(mesh):
+        first_seconds, logits = _timed(forward, model, input_ids)
+        again_seconds, logits = _timed(forward, model, input_ids)
+
+    devices = mesh.devices.flatten()
+    print(f"devices   {len(devices)} x {devices[0].device_kind}")
+    print(f"mesh      {', '.join(f'{axis}={size}' for axis, size in mesh.shape.items())}")
+    print(f"model     {source}")
+    print(f"params    {models.count_params(model_cfg):,}")
+    print(f"dtype     compute {config.model.dtype}, params {config.model.param_dtype}")
+    print(f"logits    {tuple(logits.shape)} {logits.dtype}")
+    print(f"forward   {first_seconds:.3f} s first call (with compile), {again_seconds:.3f} s again")
+    return 0
+
+
+def _check_convert_arguments(options: argparse.Namespace) -> None:
+    """Exactly one direction, with both of its directories, and an output that holds nothing."""
+    from_hf = options.from_hf is not None or options.to is not None
+    to_hf = options.from_dir is not None or options.to_hf is not None
+    both_forms = "--from-hf DIR --to DIR, or --from DIR --to-hf DIR"
+    if from_hf and to_hf:
+        raise _UserError(f"convert takes one direction, not both: {both_forms}")
+    if not from_hf and not to_hf:
+        raise _UserError(f"convert needs a direction: {both_forms}")
+    if from_hf and (options.from_hf is None or options.to is None):
+        raise _UserError("convert from Hugging Face needs both --from-hf DIR and --to DIR")
+    if to_hf and (options.from_dir is None or options.to_hf is None):
+        raise _UserError("convert to Hugging Face needs both --from DIR and --to-hf DIR")
+    output = options.to if from_hf else options.to_hf
+    if os.path.exists(output) and (not os.path.isdir(output) or os.listdir(output)):
+        raise _UserError(f"output {output} already exists and is not an empty directory")
+
+
+def _run_convert(config: ml_collections.ConfigDict, options: argparse.Namespace) -> int:
+    from swejax import models
+
+    mesh = _build_mesh(config.mesh)
+    if options.from_hf is not None:
+        logger.info("reading the Hugging Face checkpoint %s", options.from_hf)
+        model = _from_user_input(
+            f"cannot read Hugging Face checkpoint {options.from_hf}",
+            models.load_hf_checkpoint,
+            options.from_hf,
+            dtype=config.model.dtype,
+            mesh=mesh,
+            param_dtype=config.model.param_dtype,
+        )
+        models.save_checkpoint(model, options.to)
+        output = options.to
+    else:
+        logger.info("reading the swejax checkpoint %s", options.from_dir)
+        model = _from_user_input(
+            f"cannot read swejax checkpoint {options.from_dir}",
+            models.load_checkpoint,
+            options.from_dir,
+            mesh=mesh,
+        )
+        models.save_hf_checkpoint(model, options.to_hf)
+        output = options.to_hf
+    print(_written_summary(output))
+    return 0
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _build_mesh(mesh_cfg: ml_collections.ConfigDict) -> Any:
+    from swejax import sharding
+
+    try:
+        return sharding.make_mesh(
+            data=mesh_cfg.data, fsdp=mesh_cfg.fsdp, tensor=mesh_cfg.tensor, context=mesh_cfg.context
+        )
+    except sharding.MeshError as error:
+        raise _UserError(f"config.mesh: {error}") from error
+
+
+def _from_user_input(
+    failure: str, function: Callable[..., _Result], *args: Any, **kwargs: Any
+) -> _Result:
+    """`function(*args, **kwargs)`, where a bad input (ValueError, missing file) is a user error."""
+    try:
+        return function(*args, **kwargs)
+    except (ValueError, FileNotFoundError) as error:
+        raise _UserError(f"{failure}: {error}") from error
+
+
+def _timed(function: Callable[..., Any], *args: Any) -> tuple[float, Any]:
+    import jax
+
+    start = time.perf_counter()
+    result = jax.block_until_ready(function(*args))
+    return time.perf_counter() - start, result
+
+
+def _written_summary(directory: str) -> str:
+    """What `directory` now holds: its files with sizes (the first few) and the total."""
+    files = sorted(
+        os.path.join(root, name) for root, _, names in os.walk(directory) for name in names
+    )
+    total = sum(os.path.getsize(path) for path in files)
+    lines = [f"wrote {directory}: {len(files)} files, {_human_size(total)}"]
+    for path in files[:_LISTED_FILES]:
+        lines.append(f"  {os.path.relpath(path, directory)}  {_human_size(os.path.getsize(path))}")
+    if len(files) > _LISTED_FILES:
+        lines.append(f"  ... and {len(files) - _LISTED_FILES} more")
+    return "\n".join(lines)
+
+
+def _human_size(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable: the loop returns at GiB")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
