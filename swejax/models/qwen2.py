@@ -16,7 +16,7 @@ from jaxtyping import Array, Float, Int
 
 from swejax.models.attention import attend
 from swejax.models.config import ModelConfig
-from swejax.models.rope import apply_rope, rope_frequencies
+from swejax.models.rope import RotaryTables, apply_rope, rotary_tables
 from swejax.sharding import constrain
 
 _INIT_STD = 0.02  # Qwen2's initializer_range
@@ -71,13 +71,10 @@ class Attention(nnx.Module):
     def __call__(
         self,
         x: Float[Array, "B T D"],
-        positions: Int[Array, "B T"],
+        rotary: RotaryTables,
         segment_ids: Int[Array, "B T"] | None,
     ) -> Float[Array, "B T D"]:
         dt = x.dtype
-        inv_freq, rope_scale = rope_frequencies(
-            self.cfg.head_dim, self.cfg.rope_theta, self.cfg.rope_scaling
-        )
 
         def project(kernel, bias, heads_axis):
             y = jnp.einsum("BTD,DNH->BTNH", x, kernel[...].astype(dt)) + bias[...].astype(dt)
@@ -86,8 +83,8 @@ class Attention(nnx.Module):
         q = project(self.q_kernel, self.q_bias, "act_heads")
         k = project(self.k_kernel, self.k_bias, "act_kv_heads")
         v = project(self.v_kernel, self.v_bias, "act_kv_heads")
-        q = checkpoint_name(apply_rope(q, positions, inv_freq, rope_scale), "query")
-        k = checkpoint_name(apply_rope(k, positions, inv_freq, rope_scale), "key")
+        q = checkpoint_name(apply_rope(q, rotary), "query")
+        k = checkpoint_name(apply_rope(k, rotary), "key")
         v = checkpoint_name(v, "value")
         out = attend(q, k, v, segment_ids, impl=self.cfg.attention)
         out = constrain(out, ("batch", "seq", "act_heads", None))
@@ -118,8 +115,8 @@ class DecoderLayer(nnx.Module):
         self.mlp_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, pd)
         self.mlp = MLP(cfg, rngs)
 
-    def __call__(self, x, positions, segment_ids):
-        attn_out = checkpoint_name(self.attn(self.attn_norm(x), positions, segment_ids), "attn_out")
+    def __call__(self, x, rotary: RotaryTables, segment_ids):
+        attn_out = checkpoint_name(self.attn(self.attn_norm(x), rotary, segment_ids), "attn_out")
         x = constrain(x + attn_out, ("batch", "seq", None))
         mlp_out = checkpoint_name(self.mlp(self.mlp_norm(x)), "mlp_out")
         return constrain(x + mlp_out, ("batch", "seq", None))
@@ -166,13 +163,15 @@ class Qwen2(nnx.Module):
         """Final-norm hidden states. Packed rows pass per-segment `positions` and `segment_ids`."""
         if positions is None:
             positions = default_positions(input_ids)
+        cfg = self.cfg
+        rotary = rotary_tables(positions, cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
         dt = jnp.dtype(self.cfg.dtype)
         x = constrain(self.embed[...][input_ids].astype(dt), ("batch", "seq", None))
         graphdef, stacked = nnx.split(self.layers)
 
         def layer_step(carry, layer_state):
             layer = nnx.merge(graphdef, layer_state)
-            return layer(carry, positions, segment_ids), None
+            return layer(carry, rotary, segment_ids), None
 
         policy_name = self.cfg.remat
         if REMAT_POLICIES[policy_name] is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
@@ -44,17 +45,24 @@ def rope_frequencies(
     return _yarn_inv_freq(inv_freq, head_dim, theta, scaling).astype(np.float32), attention_factor
 
 
-def apply_rope(
-    x: Float[Array, "B T N H"],
-    positions: Int[Array, "B T"],
-    inv_freq: np.ndarray,
-    attention_factor: float,
-) -> Float[Array, "B T N H"]:
-    """Rotate pairs (i, i + H/2) of each head by position * frequency, in float32."""
+class RotaryTables(NamedTuple):
+    """cos and sin of every (token, frequency), scaled; computed once per forward, not per layer."""
+
+    cos: Float[Array, "B T H2"]
+    sin: Float[Array, "B T H2"]
+
+
+def rotary_tables(
+    positions: Int[Array, "B T"], head_dim: int, theta: float, scaling: YarnScaling | None
+) -> RotaryTables:
+    inv_freq, attention_factor = rope_frequencies(head_dim, theta, scaling)
     angles = positions[..., None].astype(jnp.float32) * jnp.asarray(inv_freq)  # [B, T, H/2]
-    cos = (jnp.cos(angles) * attention_factor)[:, :, None, :]
-    sin = (jnp.sin(angles) * attention_factor)[:, :, None, :]
-    x32 = x.astype(jnp.float32)
-    x1, x2 = jnp.split(x32, 2, axis=-1)
+    return RotaryTables(jnp.cos(angles) * attention_factor, jnp.sin(angles) * attention_factor)
+
+
+def apply_rope(x: Float[Array, "B T N H"], tables: RotaryTables) -> Float[Array, "B T N H"]:
+    """Rotate pairs (i, i + H/2) of each head by position * frequency, in float32."""
+    cos, sin = tables.cos[:, :, None, :], tables.sin[:, :, None, :]
+    x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
     rotated = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
     return rotated.astype(x.dtype)
