@@ -245,6 +245,7 @@ def _run_check(config: ml_collections.ConfigDict, batch_size: int | None, seq_le
     else:
         model = models.build_model(model_cfg, mesh, seed=config.seed)
 
+    tokenizer_line = _check_tokenizer(config, model_cfg.vocab_size)
     rows = batch_size or mesh.shape["data"] * mesh.shape["fsdp"]
     input_ids = jax.random.randint(
         jax.random.key(config.seed), (rows, seq_len), 0, model_cfg.vocab_size, dtype=jnp.int32
@@ -263,9 +264,42 @@ def _run_check(config: ml_collections.ConfigDict, batch_size: int | None, seq_le
     print(f"model     {source}")
     print(f"params    {models.count_params(model_cfg):,}")
     print(f"dtype     compute {config.model.dtype}, params {config.model.param_dtype}")
+    print(f"tokenizer {tokenizer_line}")
     print(f"logits    {tuple(logits.shape)} {logits.dtype}")
     print(f"forward   {first_seconds:.3f} s first call (with compile), {again_seconds:.3f} s again")
     return 0
+
+
+_SAMPLE_CHAT = (
+    {"role": "system", "content": "You are a software engineer. Reply with one command block."},
+    {"role": "user", "content": "The test `test_parse_dates` fails with a KeyError."},
+    {"role": "assistant", "content": "Let me look at the test first.\n```command\nls tests\n```"},
+    {
+        "role": "observation",
+        "content": "test_dates.py\n(Open file: n/a)\n(Current directory: /repo)",
+    },
+)
+
+
+def _check_tokenizer(config: ml_collections.ConfigDict, vocab_size: int) -> str:
+    """Load the run's tokenizer, check it fits the model's vocabulary, render a sample chat."""
+    from swejax import tokenizer as tok
+
+    directory = config.tokenizer or None
+    if directory is None and config.model.checkpoint:
+        has_files = os.path.isfile(os.path.join(config.model.checkpoint, "tokenizer.json"))
+        directory = config.model.checkpoint if has_files else None
+    tokenizer = _from_user_input("cannot load the tokenizer", tok.load_tokenizer, directory)
+    if len(tokenizer) > vocab_size:
+        raise _UserError(
+            f"the tokenizer has {len(tokenizer)} tokens but the model's vocabulary is {vocab_size}"
+        )
+    chat = tok.render_conversation(tokenizer, _SAMPLE_CHAT)
+    source = directory or "built-in"
+    return (
+        f"{source}, {len(tokenizer):,} tokens; a 4-turn sample chat is {len(chat.ids)} ids, "
+        f"{sum(chat.loss_mask)} of them in the loss"
+    )
 
 
 def _check_convert_arguments(options: argparse.Namespace) -> None:

@@ -448,3 +448,21 @@ def test_convert_from_a_directory_that_is_not_a_checkpoint(tmp_path, capsys):
     argv = ["convert", "--from", str(tmp_path), "--to-hf", str(tmp_path / "out")]
     assert main(argv) == 2
     assert "cannot read swejax checkpoint" in _one_error_line(capsys.readouterr())
+
+
+@pytest.mark.slow
+def test_check_refuses_a_tokenizer_larger_than_the_vocabulary(tmp_path, capsys):
+    from swejax.models import build_model, preset, save_hf_checkpoint
+
+    save_hf_checkpoint(build_model(preset("tiny", vocab_size=160)), str(tmp_path))
+    code = main(
+        [
+            "check",
+            f"--config.model.checkpoint={tmp_path}",
+            "--config.mesh.fsdp=1",
+            "--config.mesh.data=-1",
+        ]
+    )
+    line = _one_error_line(capsys.readouterr())
+    assert code == 2
+    assert "2803 tokens" in line and "vocabulary is 160" in line
