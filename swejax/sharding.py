@@ -15,14 +15,13 @@ Mesh axes, outermost first:
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import math
 from collections.abc import Iterator, Sequence
 
 import jax
 import numpy as np
 from jax.experimental import mesh_utils
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import AbstractMesh, Mesh, NamedSharding, PartitionSpec
 
 MESH_AXES = ("data", "fsdp", "tensor", "context")
 
@@ -96,7 +95,9 @@ def make_mesh(
 
 
 def logical_to_spec(
-    names: Sequence[str | None], shape: Sequence[int] | None = None, mesh: Mesh | None = None
+    names: Sequence[str | None],
+    shape: Sequence[int] | None = None,
+    mesh: Mesh | AbstractMesh | None = None,
 ) -> PartitionSpec:
     """PartitionSpec for logical `names`; with `shape` and `mesh`, non-dividing axes are dropped.
 
@@ -130,24 +131,23 @@ def named_sharding(mesh: Mesh, names: Sequence[str | None], shape: Sequence[int]
     return NamedSharding(mesh, logical_to_spec(names, shape, mesh))
 
 
-# The mesh that activation constraints refer to. Set by `activation_mesh`; None means unsharded,
-# in which case `constrain` leaves arrays alone (a single device has nothing to constrain).
-_ACTIVE_MESH: contextvars.ContextVar[Mesh | None] = contextvars.ContextVar("mesh", default=None)
-
-
 @contextlib.contextmanager
 def activation_mesh(mesh: Mesh | None) -> Iterator[None]:
-    """Within this context, `constrain` places activations on `mesh`."""
-    token = _ACTIVE_MESH.set(mesh)
-    try:
+    """Within this context, `constrain` places activations on `mesh` (None: leave them alone).
+
+    This is `jax.set_mesh`, whose mesh is part of jit's cache key, so a function traced without
+    a mesh is traced again inside one rather than reusing an unconstrained trace.
+    """
+    if mesh is None:
         yield
-    finally:
-        _ACTIVE_MESH.reset(token)
+        return
+    with jax.set_mesh(mesh):
+        yield
 
 
 def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
-    """Sharding constraint on an activation by logical names (no-op without an active mesh)."""
-    mesh = _ACTIVE_MESH.get()
-    if mesh is None:
+    """Sharding constraint on an activation by logical names (no-op without a mesh in context)."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty:
         return x
-    return jax.lax.with_sharding_constraint(x, named_sharding(mesh, names, x.shape))
+    return jax.lax.with_sharding_constraint(x, logical_to_spec(names, x.shape, mesh))
