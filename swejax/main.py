@@ -335,6 +335,7 @@ def _run_convert(config: ml_collections.ConfigDict, options: argparse.Namespace)
             param_dtype=config.model.param_dtype,
         )
         models.save_checkpoint(model, options.to)
+        models.copy_side_files(options.from_hf, options.to)
         output = options.to
     else:
         logger.info("reading the swejax checkpoint %s", options.from_dir)
@@ -345,6 +346,7 @@ def _run_convert(config: ml_collections.ConfigDict, options: argparse.Namespace)
             mesh=mesh,
         )
         models.save_hf_checkpoint(model, options.to_hf)
+        models.copy_side_files(options.from_dir, options.to_hf)
         output = options.to_hf
     print(_written_summary(output))
     return 0

@@ -432,13 +432,18 @@ def test_convert_round_trip_keeps_the_weights(tmp_path, capsys):
     from swejax import models
 
     hf_in, ours, hf_out = (str(tmp_path / name) for name in ("hf_in", "swejax", "hf_out"))
-    models.save_hf_checkpoint(models.build_model(models.preset("tiny"), None, seed=1), hf_in)
+    from swejax.tokenizer import load_tokenizer
+
+    model = models.build_model(models.preset("tiny"), None, seed=1)
+    models.save_hf_checkpoint(model, hf_in, tokenizer=load_tokenizer())
 
     assert main(["convert", "--from-hf", hf_in, "--to", ours]) == 0
     assert f"wrote {ours}:" in capsys.readouterr().out
     assert main(["convert", "--from", ours, "--to-hf", hf_out]) == 0
     written = capsys.readouterr().out
-    assert f"wrote {hf_out}: 2 files" in written and "model.safetensors" in written
+    assert f"wrote {hf_out}: 5 files" in written and "model.safetensors" in written
+    # The tokenizer travels with the weights both ways.
+    assert len(load_tokenizer(hf_out)) == len(load_tokenizer())
 
     before = (tmp_path / "hf_in" / "model.safetensors").read_bytes()
     assert (tmp_path / "hf_out" / "model.safetensors").read_bytes() == before

@@ -18,7 +18,7 @@ from swejax.models.config import (
     preset,
     to_hf_config,
 )
-from swejax.models.hf_io import load_hf_checkpoint, save_hf_checkpoint
+from swejax.models.hf_io import copy_side_files, load_hf_checkpoint, save_hf_checkpoint
 from swejax.models.qwen2 import Qwen2
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "YarnScaling",
     "abstract_model",
     "build_model",
+    "copy_side_files",
     "count_params",
     "from_hf_config",
     "load_checkpoint",

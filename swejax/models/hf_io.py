@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import shutil
 from typing import Any
 
 import jax
@@ -23,6 +24,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, SingleDeviceSharding
 from safetensors import safe_open
 from safetensors.numpy import save_file
+from tqdm.auto import tqdm
 
 from swejax.models.build import _is_variable, abstract_model, param_shardings
 from swejax.models.config import ModelConfig, from_hf_config, read_hf_config, to_hf_config
@@ -253,7 +255,7 @@ def load_hf_checkpoint(
         files = _TensorFiles(path, stack)
         table = weight_table(cfg)
         _check_tensors(table, files, cfg.num_layers)
-        for w in table:
+        for w in tqdm(table, desc=f"loading {path}", unit="weight", disable=None):
             variable = _lookup(state, w.path)
             sharding = _lookup(shardings, w.path)
             _set_path(state, w.path, _load_array(w, files, variable, sharding, np_dtype))
@@ -303,13 +305,15 @@ def save_hf_checkpoint(model: Qwen2, out_dir: str, tokenizer: Any = None) -> lis
     if writer:
         os.makedirs(out_dir, exist_ok=True)
     weight_map: dict[str, str] = {}
-    for file_name, entries in zip(names, plan, strict=True):
+    files = tqdm(
+        list(zip(names, plan, strict=True)), desc=f"writing {out_dir}", unit="file", disable=None
+    )
+    for file_name, entries in files:
         tensors: dict[str, np.ndarray] = {}
-        host: dict[tuple[str, ...], np.ndarray] = {}
         for w, layer in entries:
-            if w.path not in host:
-                host[w.path] = _to_host(_lookup(state, w.path).get_value())
-            ours = host[w.path] if layer is None else host[w.path][layer]
+            array = _lookup(state, w.path).get_value()
+            # One layer at a time: a stacked 72B weight gathered whole would not fit a host.
+            ours = _to_host(array if layer is None else array[layer])
             name = w.hf_name.format(i=layer)
             tensors[name] = np.ascontiguousarray(w.to_hf(ours))
             weight_map[name] = file_name
@@ -327,3 +331,26 @@ def save_hf_checkpoint(model: Qwen2, out_dir: str, tokenizer: Any = None) -> lis
         if tokenizer is not None:
             tokenizer.save_pretrained(out_dir)
     return [os.path.join(out_dir, n) for n in names]
+
+
+# Files that travel with a checkpoint but are not weights: tokenizer, chat template, decoding.
+_SIDE_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.json",
+    "merges.txt",
+    "chat_template.jinja",
+    "generation_config.json",
+)
+
+
+def copy_side_files(source_dir: str, target_dir: str) -> list[str]:
+    """Copy the tokenizer and generation files of a checkpoint; return the names copied."""
+    copied = []
+    for name in _SIDE_FILES:
+        source = os.path.join(source_dir, name)
+        if os.path.isfile(source) and jax.process_index() == 0:
+            shutil.copyfile(source, os.path.join(target_dir, name))
+            copied.append(name)
+    return copied
