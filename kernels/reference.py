@@ -1,10 +1,14 @@
-"""Plain XLA attention: the reference every kernel in this package is checked against."""
+"""Plain XLA attention: the references every kernel in this package is checked against.
+
+`attention` is self-attention over a sequence (training, prefill of packed rows);
+`cached_attention` is attention of new tokens over a slot's KV cache (sampling).
+"""
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, Bool, Float, Int
 
 # Finite, so a row whose keys are all masked gives a uniform average instead of NaN, and small
 # enough that adding a logit to it cannot overflow.
@@ -25,6 +29,40 @@ def attention(
     With `segment_ids`, a token attends only to tokens of its own segment (T == S). Logits and
     softmax are computed in float32 whatever the input dtype.
     """
+    batch, q_len = q.shape[:2]
+    kv_len = k.shape[1]
+    allowed = jnp.ones((batch, q_len, kv_len), dtype=bool)
+    if causal:
+        # Queries are the last q_len positions of the kv_len keys.
+        q_index = jnp.arange(q_len)[:, None] + (kv_len - q_len)
+        allowed &= (q_index >= jnp.arange(kv_len)[None, :])[None]
+    if segment_ids is not None:
+        allowed &= segment_ids[:, :, None] == segment_ids[:, None, :]
+    return _masked_attention(q, k, v, allowed)
+
+
+def cached_attention(
+    q: Float[Array, "B T Nq H"],
+    k_cache: Float[Array, "B C Nkv H"],
+    v_cache: Float[Array, "B C Nkv H"],
+    q_positions: Int[Array, "B T"],
+) -> Float[Array, "B T Nq H"]:
+    """New tokens at absolute `q_positions` attend to cache entries 0..position (inclusive).
+
+    Cache entries past a query's position (stale data of a longer earlier sequence, or not yet
+    written) are masked, so a slot's cache never needs clearing.
+    """
+    capacity = k_cache.shape[1]
+    allowed = jnp.arange(capacity)[None, None, :] <= q_positions[:, :, None]
+    return _masked_attention(q, k_cache, v_cache, allowed)
+
+
+def _masked_attention(
+    q: Float[Array, "B T Nq H"],
+    k: Float[Array, "B S Nkv H"],
+    v: Float[Array, "B S Nkv H"],
+    allowed: Bool[Array, "B T S"],
+) -> Float[Array, "B T Nq H"]:
     batch, q_len, num_q_heads, head_dim = q.shape
     kv_len, num_kv_heads = k.shape[1], k.shape[2]
     group = num_q_heads // num_kv_heads
@@ -37,23 +75,9 @@ def attention(
     logits = jnp.einsum("BKQH,BKSH->BKQS", q, k, preferred_element_type=jnp.float32)
     logits = logits.reshape(batch, num_kv_heads, group, q_len, kv_len)
     # An additive bias fuses into the softmax; a select over the 5-D logits costs twice as much.
-    logits = logits + _mask_bias(batch, q_len, kv_len, causal, segment_ids)[:, None, None]
-    weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+    bias = jnp.where(allowed, 0.0, _MASKED).astype(jnp.float32)
+    weights = jax.nn.softmax(logits + bias[:, None, None], axis=-1).astype(v.dtype)
     weights = weights.reshape(batch, num_kv_heads, group * q_len, kv_len)
     out = jnp.einsum("BKQS,BKSH->BKQH", weights, v, preferred_element_type=jnp.float32)
     out = out.reshape(batch, num_kv_heads, group, q_len, head_dim).transpose(0, 3, 1, 2, 4)
     return out.reshape(batch, q_len, num_q_heads, head_dim).astype(q.dtype)
-
-
-def _mask_bias(
-    batch: int, q_len: int, kv_len: int, causal: bool, segment_ids: Int[Array, "B T"] | None
-) -> Float[Array, "B T S"]:
-    """0 where a query may attend to a key, a large negative number where it may not."""
-    allowed = jnp.ones((batch, q_len, kv_len), dtype=bool)
-    if causal:
-        # Queries are the last q_len positions of the kv_len keys.
-        q_index = jnp.arange(q_len)[:, None] + (kv_len - q_len)
-        allowed &= (q_index >= jnp.arange(kv_len)[None, :])[None]
-    if segment_ids is not None:
-        allowed &= segment_ids[:, :, None] == segment_ids[:, None, :]
-    return jnp.where(allowed, 0.0, _MASKED).astype(jnp.float32)

@@ -4,8 +4,18 @@ from __future__ import annotations
 
 from jaxtyping import Array, Float, Int
 from swejax_kernels.reference import attention as _reference
+from swejax_kernels.reference import cached_attention as _reference_cached
 
-_IMPLEMENTATIONS = {"reference": _reference}
+_SELF_ATTENTION = {"reference": _reference}
+_CACHED_ATTENTION = {"reference": _reference_cached}
+
+
+def _choose(table: dict, impl: str):
+    if impl not in table:
+        raise ValueError(
+            f"attention implementation {impl!r} is not available; have {sorted(table)}"
+        )
+    return table[impl]
 
 
 def attend(
@@ -17,8 +27,16 @@ def attend(
     impl: str,
 ) -> Float[Array, "B T Nq H"]:
     """Causal self-attention by the named implementation; an unknown name raises (no fallback)."""
-    if impl not in _IMPLEMENTATIONS:
-        raise ValueError(
-            f"attention implementation {impl!r} is not available; have {sorted(_IMPLEMENTATIONS)}"
-        )
-    return _IMPLEMENTATIONS[impl](q, k, v, causal=True, segment_ids=segment_ids)
+    return _choose(_SELF_ATTENTION, impl)(q, k, v, causal=True, segment_ids=segment_ids)
+
+
+def attend_cached(
+    q: Float[Array, "B T Nq H"],
+    k_cache: Float[Array, "B C Nkv H"],
+    v_cache: Float[Array, "B C Nkv H"],
+    q_positions: Int[Array, "B T"],
+    *,
+    impl: str,
+) -> Float[Array, "B T Nq H"]:
+    """New tokens over a KV cache by the named implementation; an unknown name raises."""
+    return _choose(_CACHED_ATTENTION, impl)(q, k_cache, v_cache, q_positions)

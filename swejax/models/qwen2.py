@@ -8,18 +8,28 @@ scaling-book notation with the default rules, e.g. W[D_fsdp, F_tp].
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
 from jax.ad_checkpoint import checkpoint_name
 from jaxtyping import Array, Float, Int
 
-from swejax.models.attention import attend
+from swejax.models.attention import attend, attend_cached
 from swejax.models.config import ModelConfig
 from swejax.models.rope import RotaryTables, apply_rope, rotary_tables
 from swejax.sharding import constrain
 
 _INIT_STD = 0.02  # Qwen2's initializer_range
+
+
+class LayerCache(NamedTuple):
+    """Keys and values of one layer (or, stacked, of all layers): [(L,) B, C, K, H]."""
+
+    k: Array
+    v: Array
+
 
 REMAT_POLICIES = {
     "none": None,
@@ -68,12 +78,7 @@ class Attention(nnx.Module):
             rngs, (N, H, D), ("heads", "head_dim", "embed"), pd
         )  # [N_tp, H, D_fsdp]
 
-    def __call__(
-        self,
-        x: Float[Array, "B T D"],
-        rotary: RotaryTables,
-        segment_ids: Int[Array, "B T"] | None,
-    ) -> Float[Array, "B T D"]:
+    def _project(self, x: Float[Array, "B T D"], rotary: RotaryTables):
         dt = x.dtype
 
         def project(kernel, bias, heads_axis):
@@ -85,10 +90,38 @@ class Attention(nnx.Module):
         v = project(self.v_kernel, self.v_bias, "act_kv_heads")
         q = checkpoint_name(apply_rope(q, rotary), "query")
         k = checkpoint_name(apply_rope(k, rotary), "key")
-        v = checkpoint_name(v, "value")
-        out = attend(q, k, v, segment_ids, impl=self.cfg.attention)
+        return q, k, checkpoint_name(v, "value")
+
+    def _output(self, out: Float[Array, "B T N H"]) -> Float[Array, "B T D"]:
         out = constrain(out, ("batch", "seq", "act_heads", None))
-        return jnp.einsum("BTNH,NHD->BTD", out, self.o_kernel[...].astype(dt))
+        return jnp.einsum("BTNH,NHD->BTD", out, self.o_kernel[...].astype(out.dtype))
+
+    def __call__(
+        self,
+        x: Float[Array, "B T D"],
+        rotary: RotaryTables,
+        segment_ids: Int[Array, "B T"] | None,
+    ) -> Float[Array, "B T D"]:
+        q, k, v = self._project(x, rotary)
+        return self._output(attend(q, k, v, segment_ids, impl=self.cfg.attention))
+
+    def with_cache(
+        self,
+        x: Float[Array, "B T D"],
+        rotary: RotaryTables,
+        cache: LayerCache,
+        positions: Int[Array, "B T"],
+    ) -> tuple[Float[Array, "B T D"], LayerCache]:
+        """Write new tokens' K/V at `positions` (out of range: dropped); attend over the cache."""
+        q, k, v = self._project(x, rotary)
+        rows = jnp.broadcast_to(jnp.arange(x.shape[0])[:, None], positions.shape)
+        cache = LayerCache(
+            cache.k.at[rows, positions].set(k.astype(cache.k.dtype), mode="drop"),
+            cache.v.at[rows, positions].set(v.astype(cache.v.dtype), mode="drop"),
+        )
+        keys, values = cache.k.astype(q.dtype), cache.v.astype(q.dtype)
+        out = attend_cached(q, keys, values, positions, impl=self.cfg.attention)
+        return self._output(out), cache
 
 
 class MLP(nnx.Module):
@@ -117,7 +150,14 @@ class DecoderLayer(nnx.Module):
 
     def __call__(self, x, rotary: RotaryTables, segment_ids):
         attn_out = checkpoint_name(self.attn(self.attn_norm(x), rotary, segment_ids), "attn_out")
-        x = constrain(x + attn_out, ("batch", "seq", None))
+        return self._mlp_block(x + attn_out)
+
+    def with_cache(self, x, rotary: RotaryTables, cache: LayerCache, positions):
+        attn_out, cache = self.attn.with_cache(self.attn_norm(x), rotary, cache, positions)
+        return self._mlp_block(x + attn_out), cache
+
+    def _mlp_block(self, x):
+        x = constrain(x, ("batch", "seq", None))
         mlp_out = checkpoint_name(self.mlp(self.mlp_norm(x)), "mlp_out")
         return constrain(x + mlp_out, ("batch", "seq", None))
 
@@ -179,25 +219,54 @@ class Qwen2(nnx.Module):
         x, _ = jax.lax.scan(layer_step, x, stacked)
         return self.final_norm(x)
 
+    def hidden_states_cached(
+        self, input_ids: Int[Array, "B T"], positions: Int[Array, "B T"], cache: LayerCache
+    ) -> tuple[Float[Array, "B T D"], LayerCache]:
+        """Hidden states of new tokens at `positions`, reading and extending a stacked KV cache.
+
+        `cache` holds every layer: k and v of shape [L, B, C, K, H]. Tokens whose position is
+        the capacity C or more are padding: nothing of theirs is written.
+        """
+        cfg = self.cfg
+        capacity = cache.k.shape[2]
+        # Rotary tables need a real position; padding's is clamped (its output is never read).
+        rotary = rotary_tables(
+            jnp.minimum(positions, capacity - 1), cfg.head_dim, cfg.rope_theta, cfg.rope_scaling
+        )
+        dt = jnp.dtype(cfg.dtype)
+        x = constrain(self.embed[...][input_ids].astype(dt), ("batch", "seq", None))
+        graphdef, stacked = nnx.split(self.layers)
+
+        def layer_step(carry, layer_inputs):
+            layer_state, layer_cache = layer_inputs
+            layer = nnx.merge(graphdef, layer_state)
+            return layer.with_cache(carry, rotary, LayerCache(*layer_cache), positions)
+
+        x, new_cache = jax.lax.scan(layer_step, x, (stacked, tuple(cache)))
+        return self.final_norm(x), LayerCache(*new_cache)
+
+    def logits(self, hidden: Float[Array, "B T D"]) -> Float[Array, "B T V"]:
+        """Float32 logits from final hidden states (tied or separate output head)."""
+        if self.cfg.tie_word_embeddings:
+            out = jnp.einsum(
+                "BTD,VD->BTV",
+                hidden,
+                self.embed[...].astype(hidden.dtype),
+                preferred_element_type=jnp.float32,
+            )
+        else:
+            out = jnp.einsum(
+                "BTD,DV->BTV",
+                hidden,
+                self.lm_head[...].astype(hidden.dtype),
+                preferred_element_type=jnp.float32,
+            )
+        return constrain(out, ("batch", "seq", "act_vocab"))
+
     def __call__(
         self,
         input_ids: Int[Array, "B T"],
         positions: Int[Array, "B T"] | None = None,
         segment_ids: Int[Array, "B T"] | None = None,
     ) -> Float[Array, "B T V"]:
-        x = self.hidden_states(input_ids, positions, segment_ids)
-        if self.cfg.tie_word_embeddings:
-            logits = jnp.einsum(
-                "BTD,VD->BTV",
-                x,
-                self.embed[...].astype(x.dtype),
-                preferred_element_type=jnp.float32,
-            )
-        else:
-            logits = jnp.einsum(
-                "BTD,DV->BTV",
-                x,
-                self.lm_head[...].astype(x.dtype),
-                preferred_element_type=jnp.float32,
-            )
-        return constrain(logits, ("batch", "seq", "act_vocab"))
+        return self.logits(self.hidden_states(input_ids, positions, segment_ids))
