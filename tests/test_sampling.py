@@ -1,0 +1,236 @@
+"""The generation engine against transformers' generate and against a training forward pass."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from hf_utils import random_hf_model, tiny_hf_config
+from flax import nnx
+from scipy import stats
+from test_hf_parity import randomize
+
+from swejax.models import abstract_model, build_model, load_hf_checkpoint, place_state, preset
+from swejax.sampling import (
+    ContextFull,
+    Engine,
+    EngineConfig,
+    SamplingParams,
+    StopReason,
+    generate,
+    require_unbiased,
+    sample,
+)
+from swejax.sharding import make_mesh
+
+TOL = 1e-4
+
+_COMPILES: list[str] = []
+jax.monitoring.register_event_duration_secs_listener(
+    lambda name, *_, **__: (
+        _COMPILES.append(name) if name == "/jax/core/compile/backend_compile_duration" else None
+    )
+)
+
+
+@pytest.fixture(scope="module")
+def hf_and_ours(tmp_path_factory):
+    config = tiny_hf_config()
+    hf = random_hf_model(config, seed=11)
+    directory = tmp_path_factory.mktemp("hf")
+    hf.save_pretrained(directory)
+    return hf, load_hf_checkpoint(str(directory))
+
+
+@pytest.fixture(scope="module")
+def model():
+    return randomize(build_model(preset("tiny", vocab_size=160, num_layers=2), seed=0), seed=2)
+
+
+def _log_softmax_of_forward(model, sequence):
+    logits = np.asarray(model(jnp.asarray([sequence], jnp.int32)))[0]
+    return np.asarray(jax.nn.log_softmax(logits, axis=-1))
+
+
+def test_greedy_matches_transformers_generate(hf_and_ours):
+    hf, ours = hf_and_ours
+    prompts = [[5, 7, 9, 11, 13], [1, 2, 3], [100, 50, 25, 12, 6, 3, 1, 0], list(range(40, 70))]
+    outs = generate(ours, prompts, max_new_tokens=20)
+    for prompt, out in zip(prompts, outs, strict=True):
+        ids = torch.tensor([prompt])
+        with torch.no_grad():
+            expected = hf.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=20,
+                do_sample=False,
+                eos_token_id=None,
+                pad_token_id=159,
+            )[0, len(prompt) :].tolist()
+        assert out.tokens == expected
+        assert out.stop_reason == StopReason.BUDGET
+
+
+def test_multi_turn_extend_equals_one_forward_pass(model):
+    """prefill, decode, extend, decode, over a slot that held a longer sequence before."""
+    engine = Engine(
+        model,
+        EngineConfig(num_slots=3, capacity=96, chunk=8, steps_per_call=5),
+        SamplingParams(temperature=1.0),
+        seed=3,
+    )
+    # Fill slot 1 with a long unrelated sequence, then free it: its stale entries must be ignored.
+    engine.prefill(1, list(range(60)))
+    engine.start_turn(1, 6)
+    engine.decode()
+    engine.free(1)
+
+    sequence, sampled = [7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17], {}
+    engine.prefill(1, sequence)
+    engine.prefill(0, [3, 4, 5])  # a neighbour decoding at the same time
+    engine.start_turn(0, 30)
+    for turn, observation in enumerate([[40, 41, 42], list(range(90, 110)), [5]]):
+        engine.start_turn(1, 7)
+        while True:
+            result = engine.decode()
+            for token, logprob in zip(result.tokens[1], result.logprobs[1], strict=True):
+                sampled[len(sequence)] = (int(token), float(logprob))
+                sequence.append(int(token))
+            if result.stopped[1]:
+                assert result.reasons[1] == StopReason.BUDGET
+                break
+        if turn < 2:
+            engine.extend(1, observation)
+            sequence += observation
+    assert engine.length(1) == len(sequence)
+    expected = _log_softmax_of_forward(model, sequence)
+    for position, (token, logprob) in sampled.items():
+        gap = abs(expected[position - 1, token] - logprob)
+        assert gap <= TOL, f"position {position}: sampler vs forward logprob gap {gap:.2e}"
+    assert len(sampled) == 21
+
+
+def test_sampler_logprobs_equal_training_forward_in_float32(model):
+    prompts = [[1, 2, 3, 4], [9, 8, 7], [20] * 11]
+    outs = generate(model, prompts, max_new_tokens=16, temperature=1.0, seed=5)
+    for prompt, out in zip(prompts, outs, strict=True):
+        expected = _log_softmax_of_forward(model, prompt + out.tokens)
+        for i, (token, logprob) in enumerate(zip(out.tokens, out.logprobs, strict=True)):
+            assert abs(expected[len(prompt) + i - 1, token] - logprob) <= TOL
+
+
+def test_bfloat16_sampler_logprob_gap_is_small(model, capsys):
+    cfg = model.cfg.replace(dtype="bfloat16")
+    bf16 = nnx.merge(nnx.graphdef(abstract_model(cfg)), nnx.state(model))
+    prompt = [1, 2, 3, 4, 5, 6]
+    out = generate(bf16, [prompt], max_new_tokens=24, temperature=1.0, seed=1)[0]
+    expected = _log_softmax_of_forward(model, prompt + out.tokens)
+    gaps = [
+        abs(expected[len(prompt) + i - 1, t] - lp)
+        for i, (t, lp) in enumerate(zip(out.tokens, out.logprobs, strict=True))
+    ]
+    with capsys.disabled():
+        print(
+            f"\nbfloat16 sampler vs float32 forward logprob gap: max {max(gaps):.4f}, "
+            f"mean {np.mean(gaps):.4f}"
+        )
+    assert max(gaps) < 0.1  # bfloat16 has 8 bits of mantissa; float32 agrees to 1e-4 above
+
+
+def test_temperature_sampling_draws_from_the_softmax():
+    logits = jnp.asarray([[2.0, 1.0, 0.5, 0.0, -1.0, 3.0, -2.0, 0.3]])
+    temperature = 0.8
+    draws = 40_000
+    keys = jax.random.split(jax.random.key(0), draws)
+    params = SamplingParams(temperature=temperature)
+    tokens, logprobs = jax.jit(jax.vmap(lambda k: sample(logits, k, params)))(keys)
+    counts = np.bincount(np.asarray(tokens)[:, 0], minlength=8)
+    probs = np.asarray(jax.nn.softmax(logits[0] / temperature), np.float64)
+    probs /= probs.sum()
+    p_value = stats.chisquare(counts, probs * draws).pvalue
+    assert p_value > 1e-3, f"draws do not follow softmax(logits / T): p = {p_value:.2e}"
+    np.testing.assert_allclose(
+        np.asarray(logprobs)[:, 0], np.log(probs)[np.asarray(tokens)[:, 0]], atol=1e-5
+    )
+
+
+def test_engine_first_tokens_follow_the_model_distribution():
+    tiny = randomize(build_model(preset("tiny", vocab_size=8, num_layers=1), seed=0), seed=9)
+    slots = 512
+    engine = Engine(
+        tiny,
+        EngineConfig(num_slots=slots, capacity=8, chunk=4, steps_per_call=1),
+        SamplingParams(temperature=1.0),
+        seed=4,
+    )
+    prompt = [1, 5, 2]
+    for slot in range(slots):
+        engine.prefill(slot, prompt)
+        engine.start_turn(slot, 1)
+    first = np.array([t[0] for t in engine.decode().tokens])
+    probs = np.exp(_log_softmax_of_forward(tiny, prompt)[-1].astype(np.float64))
+    probs /= probs.sum()
+    p_value = stats.chisquare(np.bincount(first, minlength=8), probs * slots).pvalue
+    assert p_value > 1e-3, f"engine draws do not follow the model's softmax: p = {p_value:.2e}"
+
+
+def test_filters_are_refused_for_training_and_restrict_support():
+    with pytest.raises(ValueError, match="importance ratio"):
+        require_unbiased(SamplingParams(top_k=5))
+    with pytest.raises(ValueError, match="importance ratio"):
+        require_unbiased(SamplingParams(top_p=0.9))
+    require_unbiased(SamplingParams(temperature=0.7))
+    logits = jnp.asarray([[0.0, 3.0, 1.0, 2.0]])
+    keys = jax.random.split(jax.random.key(1), 2000)
+    topk = jax.vmap(lambda k: sample(logits, k, SamplingParams(top_k=2))[0])(keys)
+    assert set(np.asarray(topk)[:, 0].tolist()) == {1, 3}
+    topp = jax.vmap(lambda k: sample(logits, k, SamplingParams(top_p=0.5))[0])(keys)
+    assert set(np.asarray(topp)[:, 0].tolist()) == {1}
+
+
+def test_stop_tokens_budget_and_context_full(model):
+    greedy = generate(model, [[1, 2, 3]], max_new_tokens=10)[0].tokens
+    stop = greedy[4]
+    out = generate(model, [[1, 2, 3]], max_new_tokens=10, stop_tokens=[stop])[0]
+    assert out.tokens == greedy[: greedy.index(stop) + 1]
+    assert out.stop_reason == StopReason.STOP_TOKEN
+
+    engine = Engine(model, EngineConfig(num_slots=2, capacity=12, chunk=4))
+    engine.prefill(0, list(range(8)))
+    engine.start_turn(0, 100)
+    result = engine.decode(20)
+    assert result.stopped[0] and result.reasons[0] == StopReason.CONTEXT_FULL
+    assert engine.length(0) == 12 and len(result.tokens[0]) == 4
+    with pytest.raises(ContextFull, match="capacity of 12"):
+        engine.extend(0, [1])
+    with pytest.raises(ContextFull):
+        engine.prefill(1, list(range(13)))
+
+
+def test_sharded_engine_equals_unsharded_without_recompiling(model):
+    mesh = make_mesh(data=2, fsdp=2, tensor=2)
+    sharded = place_state(model, mesh)
+    config = EngineConfig(num_slots=4, capacity=64, chunk=8, steps_per_call=4)
+    results = {}
+    for name, m, msh in (("plain", model, None), ("sharded", sharded, mesh)):
+        engine = Engine(m, config, SamplingParams(temperature=1.0), mesh=msh, seed=7)
+        if msh is not None:
+            assert not engine.state.cache.k.sharding.is_fully_replicated
+        for slot, prompt in enumerate([[1, 2], [3, 4, 5, 6, 7, 8, 9, 10, 11], [12], [13, 14]]):
+            engine.prefill(slot, prompt)
+            engine.start_turn(slot, 6)
+        first = engine.decode()
+        engine.decode()
+        compiled_during_warm_up = len(_COMPILES)
+        engine.extend(1, [20, 21, 22])
+        engine.start_turn(1, 5)
+        engine.free(2)
+        engine.prefill(2, list(range(30, 50)))
+        engine.start_turn(2, 3)
+        second = engine.decode()
+        assert len(_COMPILES) == compiled_during_warm_up, "the engine recompiled after warm-up"
+        results[name] = (first, second)
+    for a, b in zip(results["plain"], results["sharded"], strict=True):
+        for slot in range(4):
+            assert a.tokens[slot].tolist() == b.tokens[slot].tolist()
+            np.testing.assert_allclose(a.logprobs[slot], b.logprobs[slot], atol=TOL)
