@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from hf_utils import random_hf_model, tiny_hf_config
 from flax import nnx
+from hf_utils import random_hf_model, tiny_hf_config
 from scipy import stats
 from test_hf_parity import randomize
 
