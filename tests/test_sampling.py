@@ -210,18 +210,19 @@ def test_stop_tokens_budget_and_context_full(model):
 def test_sharded_engine_equals_unsharded_without_recompiling(model):
     mesh = make_mesh(data=2, fsdp=2, tensor=2)
     sharded = place_state(model, mesh)
-    config = EngineConfig(num_slots=4, capacity=64, chunk=8, steps_per_call=4)
+    config = EngineConfig(num_slots=4, capacity=64, page_size=4, chunk=8, steps_per_call=4)
     results = {}
     for name, m, msh in (("plain", model, None), ("sharded", sharded, mesh)):
         engine = Engine(m, config, SamplingParams(temperature=1.0), mesh=msh, seed=7)
         if msh is not None:
             assert not engine.state.cache.k.sharding.is_fully_replicated
+        engine.warm_up()  # every page bucket: 1, 2, 4, 8, 16 pages
         for slot, prompt in enumerate([[1, 2], [3, 4, 5, 6, 7, 8, 9, 10, 11], [12], [13, 14]]):
             engine.prefill(slot, prompt)
             engine.start_turn(slot, 6)
+        compiled_during_warm_up = len(_COMPILES)
         first = engine.decode()
         engine.decode()
-        compiled_during_warm_up = len(_COMPILES)
         engine.extend(1, [20, 21, 22])
         engine.start_turn(1, 5)
         engine.free(2)
@@ -234,3 +235,25 @@ def test_sharded_engine_equals_unsharded_without_recompiling(model):
         for slot in range(4):
             assert a.tokens[slot].tolist() == b.tokens[slot].tolist()
             np.testing.assert_allclose(a.logprobs[slot], b.logprobs[slot], atol=TOL)
+
+
+def test_pages_follow_the_tokens_and_an_exhausted_pool_ends_a_turn_cleanly(model):
+    config = EngineConfig(num_slots=2, capacity=64, page_size=4, num_pages=6, chunk=4)
+    engine = Engine(model, config, SamplingParams(temperature=1.0), seed=1)
+    engine.prefill(0, list(range(1, 10)))  # 9 tokens: 3 pages
+    assert engine.free_pages() == 3
+    engine.start_turn(0, 40)
+    result = engine.decode(30)
+    # 3 more pages hold 12 more rows: the turn stops when the pool is dry, not at capacity.
+    assert result.stopped[0] and result.reasons[0] == StopReason.OUT_OF_PAGES
+    assert engine.length(0) == 6 * 4 + 1 and engine.free_pages() == 0
+    sequence = list(range(1, 10)) + result.tokens[0].tolist()
+    expected = _log_softmax_of_forward(model, sequence)
+    for i, (token, logprob) in enumerate(zip(result.tokens[0], result.logprobs[0], strict=True)):
+        assert abs(expected[8 + i, token] - logprob) <= TOL
+    with pytest.raises(ContextFull, match="no free page"):
+        engine.prefill(1, [1, 2, 3, 4, 5])
+    engine.free(0)
+    assert engine.free_pages() == 6
+    engine.prefill(1, [1, 2, 3, 4, 5])
+    assert engine.free_pages() == 4

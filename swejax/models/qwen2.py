@@ -8,8 +8,6 @@ scaling-book notation with the default rules, e.g. W[D_fsdp, F_tp].
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -18,17 +16,11 @@ from jaxtyping import Array, Float, Int
 
 from swejax.models.attention import attend, attend_cached
 from swejax.models.config import ModelConfig
+from swejax.models.kv_cache import LayerCache, read_pages, write_pages
 from swejax.models.rope import RotaryTables, apply_rope, rotary_tables
 from swejax.sharding import constrain
 
 _INIT_STD = 0.02  # Qwen2's initializer_range
-
-
-class LayerCache(NamedTuple):
-    """Keys and values of one layer (or, stacked, of all layers): [(L,) B, C, K, H]."""
-
-    k: Array
-    v: Array
 
 
 REMAT_POLICIES = {
@@ -110,16 +102,17 @@ class Attention(nnx.Module):
         x: Float[Array, "B T D"],
         rotary: RotaryTables,
         cache: LayerCache,
+        page_table: Int[Array, "B n"],
         positions: Int[Array, "B T"],
     ) -> tuple[Float[Array, "B T D"], LayerCache]:
-        """Write new tokens' K/V at `positions` (out of range: dropped); attend over the cache."""
+        """Write new tokens' K/V at `positions` (past the pages: dropped); attend over the cache."""
         q, k, v = self._project(x, rotary)
-        rows = jnp.broadcast_to(jnp.arange(x.shape[0])[:, None], positions.shape)
         cache = LayerCache(
-            cache.k.at[rows, positions].set(k.astype(cache.k.dtype), mode="drop"),
-            cache.v.at[rows, positions].set(v.astype(cache.v.dtype), mode="drop"),
+            write_pages(cache.k, k, page_table, positions),
+            write_pages(cache.v, v, page_table, positions),
         )
-        keys, values = cache.k.astype(q.dtype), cache.v.astype(q.dtype)
+        keys = read_pages(cache.k, page_table).astype(q.dtype)
+        values = read_pages(cache.v, page_table).astype(q.dtype)
         out = attend_cached(q, keys, values, positions, impl=self.cfg.attention)
         return self._output(out), cache
 
@@ -152,8 +145,9 @@ class DecoderLayer(nnx.Module):
         attn_out = checkpoint_name(self.attn(self.attn_norm(x), rotary, segment_ids), "attn_out")
         return self._mlp_block(x + attn_out)
 
-    def with_cache(self, x, rotary: RotaryTables, cache: LayerCache, positions):
-        attn_out, cache = self.attn.with_cache(self.attn_norm(x), rotary, cache, positions)
+    def with_cache(self, x, rotary: RotaryTables, cache: LayerCache, page_table, positions):
+        normed = self.attn_norm(x)
+        attn_out, cache = self.attn.with_cache(normed, rotary, cache, page_table, positions)
         return self._mlp_block(x + attn_out), cache
 
     def _mlp_block(self, x):
@@ -220,15 +214,20 @@ class Qwen2(nnx.Module):
         return self.final_norm(x)
 
     def hidden_states_cached(
-        self, input_ids: Int[Array, "B T"], positions: Int[Array, "B T"], cache: LayerCache
+        self,
+        input_ids: Int[Array, "B T"],
+        positions: Int[Array, "B T"],
+        cache: LayerCache,
+        page_table: Int[Array, "B n"],
     ) -> tuple[Float[Array, "B T D"], LayerCache]:
-        """Hidden states of new tokens at `positions`, reading and extending a stacked KV cache.
+        """Hidden states of new tokens at `positions`, reading and extending a paged KV cache.
 
-        `cache` holds every layer: k and v of shape [L, B, C, K, H]. Tokens whose position is
-        the capacity C or more are padding: nothing of theirs is written.
+        `cache` holds every layer's page pools, k and v of shape [L, P, page_size, K, H]; row b
+        of `page_table` lists its sequence's pages. Tokens whose position lies past the table
+        (n * page_size or more) are padding: nothing of theirs is written.
         """
         cfg = self.cfg
-        capacity = cache.k.shape[2]
+        capacity = page_table.shape[1] * cache.k.shape[2]
         # Rotary tables need a real position; padding's is clamped (its output is never read).
         rotary = rotary_tables(
             jnp.minimum(positions, capacity - 1), cfg.head_dim, cfg.rope_theta, cfg.rope_scaling
@@ -240,7 +239,7 @@ class Qwen2(nnx.Module):
         def layer_step(carry, layer_inputs):
             layer_state, layer_cache = layer_inputs
             layer = nnx.merge(graphdef, layer_state)
-            return layer.with_cache(carry, rotary, LayerCache(*layer_cache), positions)
+            return layer.with_cache(carry, rotary, LayerCache(*layer_cache), page_table, positions)
 
         x, new_cache = jax.lax.scan(layer_step, x, (stacked, tuple(cache)))
         return self.final_norm(x), LayerCache(*new_cache)

@@ -1,21 +1,28 @@
-"""The generation engine: slots over one KV cache, fed by prefill / extend, advanced by decode.
+"""The generation engine: slots over a paged KV cache, fed by prefill / extend, advanced by decode.
 
 A slot holds one sequence. Its state is the tokens whose keys and values are in the cache
 (`length` of them) and one pending token: the last token given or sampled, whose K/V are
 computed when it is fed at the next decode step or extend. So each token runs through the model
-exactly once over a whole multi-turn episode (linear prefill), and decode needs no logits kept
-between calls.
+exactly once over a whole multi-turn episode (linear prefill), and no logits are kept between
+calls.
 
-Every jitted call has fixed shapes (one slot and `chunk` tokens for ingest; every slot for
-decode) and donates the state, so the cache is updated in place and nothing recompiles as
-sequences come and go. The model's parameters are read from the model at each call: the engine
-samples from whatever weights the trainer has just written.
+Keys and values live in one pool of pages shared by all slots (`swejax.models.kv_cache`). The
+host hands pages to a slot as it grows and takes them back when it is freed, so memory follows
+the tokens actually held, not slots x longest sequence. Each call attends over the smallest
+power-of-two number of pages that covers the sequences it serves, so short sequences cost
+little and there are only log2(pages per slot) shapes to compile.
+
+Every jitted call has fixed shapes per page bucket, fixed output shardings, and donates the
+state: the cache is updated in place and nothing recompiles once each bucket has been seen. The
+model's parameters are read from the model at each call, so the engine samples from whatever
+weights the trainer has just written (one copy of the weights).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -23,44 +30,67 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding, PartitionSpec, SingleDeviceSharding
 
-from swejax.models.qwen2 import LayerCache, Qwen2
+from swejax.models.kv_cache import LayerCache
+from swejax.models.qwen2 import Qwen2
 from swejax.sampling._strategies import SamplingParams, sample
 from swejax.sharding import activation_mesh, named_sharding
 
-CACHE_AXES = ("layers", "batch", "cache_seq", "act_kv_heads", None)
+# Page pools [L, P, page, K, H]: split over KV heads; every batch shard sees every page.
+POOL_AXES = ("layers", None, None, "act_kv_heads", None)
 
 
 class StopReason(enum.IntEnum):
     RUNNING = 0
     STOP_TOKEN = 1  # sampled an end-of-turn token
     BUDGET = 2  # sampled its per-turn token budget
-    CONTEXT_FULL = 3  # the cache has no room for another token
+    CONTEXT_FULL = 3  # the sequence reached the slot's capacity
+    OUT_OF_PAGES = 4  # the shared page pool had no page left for it
 
 
 class ContextFull(Exception):
-    """A slot was given more tokens than its cache holds; the episode must end."""
+    """A slot was given more tokens than it (or the page pool) can hold; the episode must end."""
 
 
 @dataclasses.dataclass(frozen=True)
 class EngineConfig:
     num_slots: int
     capacity: int  # longest sequence a slot holds, prompt and generations together
+    page_size: int = 64  # tokens per KV page
+    num_pages: int = 0  # pages in the pool; 0: enough for every slot at full capacity
     chunk: int = 128  # tokens per ingest call
     steps_per_call: int = 16  # decode steps per host round trip
     stop_tokens: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
-        for name in ("num_slots", "capacity", "chunk", "steps_per_call"):
+        for name in ("num_slots", "capacity", "page_size", "chunk", "steps_per_call"):
             if getattr(self, name) < 1:
                 raise ValueError(f"EngineConfig.{name} must be positive, got {getattr(self, name)}")
+        if self.num_pages < 0:
+            raise ValueError(f"EngineConfig.num_pages must be >= 0, got {self.num_pages}")
+
+    @property
+    def pages_per_slot(self) -> int:
+        return math.ceil(self.capacity / self.page_size)
+
+    @property
+    def pool_pages(self) -> int:
+        return self.num_pages or self.num_slots * self.pages_per_slot
+
+
+def cache_bytes_per_token(model_cfg, dtype: str | None = None) -> int:
+    """Bytes of K and V one token takes over all layers."""
+    itemsize = jnp.dtype(dtype or model_cfg.dtype).itemsize
+    return 2 * model_cfg.num_layers * model_cfg.num_kv_heads * model_cfg.head_dim * itemsize
 
 
 class EngineState(NamedTuple):
     """Device state of every slot (a pytree, donated through each jitted call)."""
 
-    cache: LayerCache  # k, v: [L, S, C, K, H]
+    cache: LayerCache  # page pools k, v: [L, P, page, K, H]
+    page_table: jax.Array  # [S, pages_per_slot] page ids; unassigned entries hold P
+    limit: jax.Array  # [S] tokens the slot's pages can hold (at most the capacity)
     lengths: jax.Array  # [S] tokens whose K/V are in the cache
     pending: jax.Array  # [S] the next token to feed
     active: jax.Array  # [S] decoding in this turn
@@ -75,65 +105,66 @@ class DecodeResult:
     tokens: list[np.ndarray]  # new tokens of each slot (empty for idle slots)
     logprobs: list[np.ndarray]  # their log-probabilities under the sampled distribution
     stopped: np.ndarray  # [S] bool: the slot ended its turn during this call
-    reasons: np.ndarray  # [S] StopReason of slots that stopped
+    reasons: np.ndarray  # [S] StopReason of the slots that stopped
 
 
-def _ingest(graphdef, params, state: EngineState, slot, tokens, start, count) -> EngineState:
-    """Write K/V of tokens[:count] at positions start.. of one slot's cache."""
+def _ingest(graphdef, visible_pages: int, params, state: EngineState, slot, tokens, count):
+    """Write K/V of tokens[:count] after the slot's cached tokens."""
     model = nnx.merge(graphdef, params)
-    capacity = state.cache.k.shape[2]
     index = jnp.arange(tokens.shape[0])
-    positions = jnp.where(index < count, start + index, capacity)  # padding is dropped
-    slot_cache = LayerCache(
-        *(jax.lax.dynamic_slice_in_dim(c, slot, 1, axis=1) for c in state.cache)
-    )
-    _, slot_cache = model.hidden_states_cached(tokens[None], positions[None], slot_cache)
-    cache = LayerCache(
-        *(
-            jax.lax.dynamic_update_slice_in_dim(full, part, slot, axis=1)
-            for full, part in zip(state.cache, slot_cache, strict=True)
-        )
-    )
-    return state._replace(cache=cache)
-
-
-def _set_sequence(state: EngineState, slot, length, pending) -> EngineState:
-    return state._replace(
-        lengths=state.lengths.at[slot].set(length), pending=state.pending.at[slot].set(pending)
-    )
-
-
-def _set_turn(state: EngineState, slot, active, budget) -> EngineState:
-    return state._replace(
-        active=state.active.at[slot].set(active), budget=state.budget.at[slot].set(budget)
-    )
+    start = state.lengths[slot]
+    positions = jnp.where(index < count, start + index, visible_pages * state.cache.k.shape[2])
+    pages = jax.lax.dynamic_index_in_dim(state.page_table, slot, axis=0)[:, :visible_pages]
+    _, cache = model.hidden_states_cached(tokens[None], positions[None], state.cache, pages)
+    return state._replace(cache=cache, lengths=state.lengths.at[slot].add(count))
 
 
 def _decode(
-    graphdef, params, state: EngineState, num_steps: int, sampling: SamplingParams, stop_tokens
+    graphdef,
+    visible_pages: int,
+    num_steps: int,
+    sampling: SamplingParams,
+    stop_tokens: tuple[int, ...],
+    params,
+    state: EngineState,
+    capacity,
 ):
     """Up to `num_steps` steps for every active slot; stops early once no slot is active."""
     model = nnx.merge(graphdef, params)
-    num_slots, capacity = state.lengths.shape[0], state.cache.k.shape[2]
+    num_slots = state.lengths.shape[0]
+    beyond = visible_pages * state.cache.k.shape[2]
     stops = jnp.asarray(stop_tokens, jnp.int32).reshape(-1)
+    pages = state.page_table[:, :visible_pages]
 
     def step(carry):
         i, state, tokens_out, logprobs_out, emitted, reasons = carry
-        positions = jnp.where(state.active, state.lengths, capacity)[:, None]
-        hidden, cache = model.hidden_states_cached(state.pending[:, None], positions, state.cache)
+        positions = jnp.where(state.active, state.lengths, beyond)[:, None]
+        hidden, cache = model.hidden_states_cached(
+            state.pending[:, None], positions, state.cache, pages
+        )
         key, subkey = jax.random.split(state.key)
         new_tokens, logprobs = sample(model.logits(hidden)[:, 0], subkey, sampling)
         active = state.active
         lengths = state.lengths + active
         budget = state.budget - active
+        # The sequence is the cached tokens plus the new pending one, which needs a row next.
         reason = jnp.select(
-            # The sequence is the cached tokens plus the new pending one; it may fill the cache.
-            [jnp.isin(new_tokens, stops), budget <= 0, lengths + 1 >= capacity],
-            [StopReason.STOP_TOKEN, StopReason.BUDGET, StopReason.CONTEXT_FULL],
+            [
+                jnp.isin(new_tokens, stops),
+                budget <= 0,
+                lengths + 1 >= capacity,
+                lengths + 1 > state.limit,
+            ],
+            [
+                StopReason.STOP_TOKEN,
+                StopReason.BUDGET,
+                StopReason.CONTEXT_FULL,
+                StopReason.OUT_OF_PAGES,
+            ],
             StopReason.RUNNING,
         )
         ended = active & (reason != StopReason.RUNNING)
-        state = EngineState(
+        state = state._replace(
             cache=cache,
             lengths=lengths,
             pending=jnp.where(active, new_tokens, state.pending),
@@ -162,8 +193,35 @@ def _decode(
     return state, (tokens, logprobs, emitted, reasons)
 
 
+def _set_slot(state: EngineState, slot, pages, limit, length, pending, active, budget):
+    """Overwrite one slot's bookkeeping (its K/V pages are untouched)."""
+    return state._replace(
+        page_table=state.page_table.at[slot].set(pages),
+        limit=state.limit.at[slot].set(limit),
+        lengths=state.lengths.at[slot].set(length),
+        pending=state.pending.at[slot].set(pending),
+        active=state.active.at[slot].set(active),
+        budget=state.budget.at[slot].set(budget),
+    )
+
+
+@dataclasses.dataclass
+class _Slot:
+    """The host's copy of one slot's bookkeeping (the device state is never read back)."""
+
+    pages: list[int] = dataclasses.field(default_factory=list)
+    cached: int = 0  # tokens whose K/V are in the cache
+    pending: int | None = None
+    active: bool = False
+    budget: int = 0
+
+    @property
+    def length(self) -> int:
+        return self.cached + (self.pending is not None)
+
+
 class Engine:
-    """Slots over one KV cache on the model's mesh. See the module docstring for the protocol."""
+    """Slots over one paged KV cache on the model's mesh; see the module docstring."""
 
     def __init__(
         self,
@@ -177,82 +235,147 @@ class Engine:
         self.sampling = sampling or SamplingParams()
         self._graphdef = nnx.graphdef(model)
         self._seed = seed
-        self.reset()
-        # Fixed output shardings: every call hands back the state laid out exactly as it came,
-        # so no call ever sees a new input layout and recompiles.
-        state_out = self._state_shardings
-        replicated = self._replicated
-        self._ingest = jax.jit(_ingest, static_argnums=0, donate_argnums=2, out_shardings=state_out)
+        shardings = self._state_shardings()
+        replicated = self._replicated()
+        # Fixed output shardings: every call hands the state back laid out exactly as it came,
+        # so no call sees a new input layout and recompiles. Host values go in as numpy: a jax
+        # array made inside the mesh context would carry a different sharding than one made
+        # outside, and each sharding is its own compiled program.
+        self._ingest = jax.jit(
+            _ingest, static_argnums=(0, 1), donate_argnums=3, out_shardings=shardings
+        )
         self._decode = jax.jit(
             _decode,
-            static_argnums=(0, 3, 4, 5),
-            donate_argnums=2,
-            out_shardings=(state_out, (replicated,) * 4),
+            static_argnums=(0, 1, 2, 3, 4),
+            donate_argnums=6,
+            out_shardings=(shardings, (replicated,) * 4),
         )
-        self._set_sequence = jax.jit(_set_sequence, donate_argnums=0, out_shardings=state_out)
-        self._set_turn = jax.jit(_set_turn, donate_argnums=0, out_shardings=state_out)
+        self._set_slot = jax.jit(_set_slot, donate_argnums=0, out_shardings=shardings)
+        self.reset()
 
-    # --- state ---------------------------------------------------------------------------
+    # --- layout ---------------------------------------------------------------------------
 
-    @property
     def _replicated(self) -> jax.sharding.Sharding:
         if self.mesh is None:
-            return jax.sharding.SingleDeviceSharding(jax.devices()[0])
-        return jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
+            return SingleDeviceSharding(jax.devices()[0])
+        return NamedSharding(self.mesh, PartitionSpec())
 
-    def _cache_shape(self) -> tuple[int, ...]:
+    def _pool_shape(self) -> tuple[int, ...]:
         cfg, mcfg = self.config, self.model.cfg
-        return (mcfg.num_layers, cfg.num_slots, cfg.capacity, mcfg.num_kv_heads, mcfg.head_dim)
+        return (mcfg.num_layers, cfg.pool_pages, cfg.page_size, mcfg.num_kv_heads, mcfg.head_dim)
 
-    @property
     def _state_shardings(self) -> EngineState:
-        shape = self._cache_shape()
-        if self.mesh is None:
-            cache = self._replicated
-        else:
-            cache = named_sharding(self.mesh, CACHE_AXES, shape)
-        rep = self._replicated
-        return EngineState(LayerCache(cache, cache), rep, rep, rep, rep, rep)
+        rep = self._replicated()
+        pool = (
+            rep if self.mesh is None else named_sharding(self.mesh, POOL_AXES, self._pool_shape())
+        )
+        return EngineState(LayerCache(pool, pool), rep, rep, rep, rep, rep, rep, rep)
 
     def _new_state(self) -> EngineState:
-        shape, dtype, slots = (
-            self._cache_shape(),
-            jnp.dtype(self.model.cfg.dtype),
-            self.config.num_slots,
-        )
+        shape, dtype = self._pool_shape(), jnp.dtype(self.model.cfg.dtype)
+        slots, cfg = self.config.num_slots, self.config
 
         def init() -> EngineState:
+            zeros = jnp.zeros((slots,), jnp.int32)
             return EngineState(
                 cache=LayerCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)),
-                lengths=jnp.zeros((slots,), jnp.int32),
-                pending=jnp.zeros((slots,), jnp.int32),
+                page_table=jnp.full((slots, cfg.pages_per_slot), cfg.pool_pages, jnp.int32),
+                limit=zeros,
+                lengths=zeros,
+                pending=zeros,
                 active=jnp.zeros((slots,), bool),
-                budget=jnp.zeros((slots,), jnp.int32),
+                budget=zeros,
                 key=jax.random.key(self._seed),
             )
 
-        return jax.jit(init, out_shardings=self._state_shardings)()
+        return jax.jit(init, out_shardings=self._state_shardings())()
+
+    # --- slots ----------------------------------------------------------------------------
 
     def reset(self) -> None:
-        """Every slot empty (the cache is reallocated; use `free` between episodes)."""
+        """Every slot empty and every page free (the pools are reallocated)."""
         self.state = self._new_state()
-        self._lengths = np.zeros(self.config.num_slots, np.int64)  # host mirror
-        self._pending: list[int | None] = [None] * self.config.num_slots
+        self._slots = [_Slot() for _ in range(self.config.num_slots)]
+        self._free_pages = list(range(self.config.pool_pages - 1, -1, -1))
 
     def free(self, slot: int) -> None:
-        """Forget a slot's sequence; its stale cache entries are masked, never read."""
+        """End a slot's sequence and return its pages; their stale contents are never read."""
         self._check_slot(slot)
-        self._lengths[slot] = 0
-        self._pending[slot] = None
-        with activation_mesh(self.mesh):
-            self.state = self._set_sequence(self.state, jnp.int32(slot), jnp.int32(0), jnp.int32(0))
-            self.state = self._set_turn(self.state, jnp.int32(slot), jnp.bool_(False), jnp.int32(0))
+        self._free_pages += reversed(self._slots[slot].pages)
+        self._slots[slot] = _Slot()
+        self._push(slot)
 
     def length(self, slot: int) -> int:
         """Tokens in the slot's sequence so far, the pending one included."""
-        return int(self._lengths[slot]) + (self._pending[slot] is not None)
+        return self._slots[slot].length
 
-    # --- feeding tokens ------------------------------------------------------------------
+    def free_pages(self) -> int:
+        return len(self._free_pages)
+
+    def _reserve(self, slot: int, tokens: int) -> bool:
+        """Give the slot pages for `tokens` tokens in all; False if the pool runs dry."""
+        pages = self._slots[slot].pages
+        needed = math.ceil(min(tokens, self.config.capacity) / self.config.page_size)
+        while len(pages) < needed and self._free_pages:
+            pages.append(self._free_pages.pop())
+        return len(pages) >= needed
+
+    def _push(self, slot: int) -> None:
+        """Send the host's bookkeeping of one slot to the device."""
+        s, cfg = self._slots[slot], self.config
+        row = np.full(cfg.pages_per_slot, cfg.pool_pages, np.int32)
+        row[: len(s.pages)] = s.pages
+        limit = min(cfg.capacity, len(s.pages) * cfg.page_size)
+        with activation_mesh(self.mesh):
+            self.state = self._set_slot(
+                self.state,
+                np.int32(slot),
+                row,
+                np.int32(limit),
+                np.int32(s.cached),
+                np.int32(s.pending or 0),
+                np.bool_(s.active),
+                np.int32(s.budget),
+            )
+
+    def _bucket(self, pages: int) -> int:
+        """The number of pages a call attends over: a power of two, at most pages_per_slot."""
+        return min(self.config.pages_per_slot, 1 << max(0, pages - 1).bit_length())
+
+    def warm_up(self) -> None:
+        """Compile ingest and decode for every page bucket now, not in the middle of a rollout.
+
+        Each program runs once with nothing to do (no tokens, no active slot), so the state is
+        unchanged.
+        """
+        if any(s.active or s.pending is not None for s in self._slots):
+            raise RuntimeError("warm_up must run on an empty engine")
+        buckets = sorted({self._bucket(n) for n in range(1, self.config.pages_per_slot + 1)})
+        empty_chunk = np.zeros(self.config.chunk, np.int32)
+        self._push(0)
+        for visible in buckets:
+            with activation_mesh(self.mesh):
+                self.state = self._ingest(
+                    self._graphdef,
+                    visible,
+                    nnx.state(self.model),
+                    self.state,
+                    np.int32(0),
+                    empty_chunk,
+                    np.int32(0),
+                )
+                self.state, _ = self._decode(
+                    self._graphdef,
+                    visible,
+                    self.config.steps_per_call,
+                    self.sampling,
+                    self.config.stop_tokens,
+                    nnx.state(self.model),
+                    self.state,
+                    np.int32(self.config.capacity),
+                )
+
+    # --- feeding tokens ---------------------------------------------------------------------
 
     def prefill(self, slot: int, tokens: Sequence[int]) -> None:
         """Start a new sequence in `slot` with `tokens` (a prompt)."""
@@ -262,17 +385,22 @@ class Engine:
     def extend(self, slot: int, tokens: Sequence[int]) -> None:
         """Append `tokens` (an observation, say) after everything the slot already holds."""
         self._check_slot(slot)
+        s = self._slots[slot]
         tokens = [int(t) for t in tokens]
         if not tokens:
             return
-        pending = self._pending[slot]
-        sequence = ([] if pending is None else [pending]) + tokens
-        if self._lengths[slot] + len(sequence) > self.config.capacity:
+        total = s.length + len(tokens)
+        if total > self.config.capacity:
             raise ContextFull(
-                f"slot {slot} holds {self.length(slot)} tokens; {len(tokens)} more exceed its "
-                f"capacity of {self.config.capacity}"
+                f"slot {slot} holds {s.length} tokens; {len(tokens)} more exceed its capacity "
+                f"of {self.config.capacity}"
             )
-        to_ingest, self._pending[slot] = sequence[:-1], sequence[-1]
+        if not self._reserve(slot, total):
+            raise ContextFull(f"the KV page pool has no free page left for slot {slot}")
+        sequence = ([] if s.pending is None else [s.pending]) + tokens
+        to_ingest, s.pending = sequence[:-1], sequence[-1]
+        self._push(slot)  # the new pages, before the tokens that use them
+        visible = self._bucket(len(s.pages))
         chunk = self.config.chunk
         for begin in range(0, len(to_ingest), chunk):
             part = to_ingest[begin : begin + chunk]
@@ -281,68 +409,68 @@ class Engine:
             with activation_mesh(self.mesh):
                 self.state = self._ingest(
                     self._graphdef,
+                    visible,
                     nnx.state(self.model),
                     self.state,
-                    jnp.int32(slot),
-                    jnp.asarray(padded),
-                    jnp.int32(self._lengths[slot]),
-                    jnp.int32(len(part)),
+                    np.int32(slot),
+                    padded,
+                    np.int32(len(part)),
                 )
-            self._lengths[slot] += len(part)
-        with activation_mesh(self.mesh):
-            self.state = self._set_sequence(
-                self.state,
-                jnp.int32(slot),
-                jnp.int32(self._lengths[slot]),
-                jnp.int32(self._pending[slot]),
-            )
+            s.cached += len(part)
+        self._push(slot)  # the new pending token
 
-    # --- decoding ------------------------------------------------------------------------
+    # --- decoding ---------------------------------------------------------------------------
 
     def start_turn(self, slot: int, max_tokens: int) -> None:
         """Let `slot` sample up to `max_tokens` tokens in the coming decode calls."""
         self._check_slot(slot)
-        if self._pending[slot] is None:
+        s = self._slots[slot]
+        if s.pending is None:
             raise ValueError(f"slot {slot} is empty: prefill it before decoding")
         if max_tokens < 1:
             raise ValueError(f"max_tokens must be positive, got {max_tokens}")
-        if self.length(slot) >= self.config.capacity:
+        if s.length >= self.config.capacity:
             raise ContextFull(f"slot {slot} is full ({self.config.capacity} tokens)")
-        with activation_mesh(self.mesh):
-            self.state = self._set_turn(
-                self.state, jnp.int32(slot), jnp.bool_(True), jnp.int32(max_tokens)
-            )
+        s.active, s.budget = True, max_tokens
+        self._push(slot)
 
     def decode(self, num_steps: int | None = None) -> DecodeResult:
         """Run up to `num_steps` (default: config.steps_per_call) steps for every active slot."""
         num_steps = num_steps or self.config.steps_per_call
-        was_active = np.asarray(self.state.active)
+        active = [i for i, s in enumerate(self._slots) if s.active]
+        for slot in active:
+            # Pages for this call's tokens; a slot the pool cannot serve stops OUT_OF_PAGES.
+            before = len(self._slots[slot].pages)
+            self._reserve(slot, self._slots[slot].length + num_steps)
+            if len(self._slots[slot].pages) != before:
+                self._push(slot)
+        visible = self._bucket(max((len(self._slots[i].pages) for i in active), default=1))
         with activation_mesh(self.mesh):
             self.state, out = self._decode(
                 self._graphdef,
-                nnx.state(self.model),
-                self.state,
+                visible,
                 num_steps,
                 self.sampling,
                 self.config.stop_tokens,
+                nnx.state(self.model),
+                self.state,
+                np.int32(self.config.capacity),
             )
         tokens, logprobs, emitted, reasons = (np.asarray(x) for x in out)
-        now_active = np.asarray(self.state.active)
+        stopped = np.zeros(self.config.num_slots, bool)
         result_tokens, result_logprobs = [], []
-        for slot in range(self.config.num_slots):
+        for slot, s in enumerate(self._slots):
             mask = emitted[slot]
             result_tokens.append(tokens[slot][mask])
             result_logprobs.append(logprobs[slot][mask])
             if mask.any():
-                # Every emitted token but the last is now in the cache; the last is pending.
-                self._lengths[slot] += int(mask.sum())
-                self._pending[slot] = int(tokens[slot][mask][-1])
-        return DecodeResult(
-            tokens=result_tokens,
-            logprobs=result_logprobs,
-            stopped=was_active & ~now_active,
-            reasons=reasons,
-        )
+                # Every emitted token but the last is now cached; the last is pending.
+                s.cached += int(mask.sum())
+                s.pending = int(tokens[slot][mask][-1])
+                s.budget -= int(mask.sum())
+                stopped[slot] = reasons[slot] != StopReason.RUNNING
+                s.active = not stopped[slot]
+        return DecodeResult(result_tokens, result_logprobs, stopped, reasons)
 
     def _check_slot(self, slot: int) -> None:
         if not 0 <= slot < self.config.num_slots:
