@@ -7,14 +7,14 @@ from typing import Any
 
 import jax
 from flax import nnx
-from jax.sharding import Mesh
+from jax.sharding import Mesh, SingleDeviceSharding
 
 from swejax.models.config import ModelConfig, from_hf_config, preset, read_hf_config
 from swejax.models.qwen2 import Qwen2
 from swejax.sharding import named_sharding
 
 
-def _is_variable(x: Any) -> bool:
+def is_variable(x: Any) -> bool:
     return isinstance(x, nnx.Variable)
 
 
@@ -25,15 +25,21 @@ def abstract_model(cfg: ModelConfig, seed: int = 0) -> Qwen2:
 
 def logical_axes(model: nnx.Module) -> nnx.State:
     """The logical axis names of every parameter, as a State shaped like the model's."""
-    return jax.tree.map(lambda v: v.get_metadata()["axes"], nnx.state(model), is_leaf=_is_variable)
+    return jax.tree.map(lambda v: v.get_metadata()["axes"], nnx.state(model), is_leaf=is_variable)
 
 
-def param_shardings(model: nnx.Module, mesh: Mesh) -> nnx.State:
-    """NamedSharding of every parameter (a State shaped like the model's) by the logical rules."""
+def param_shardings(model: nnx.Module, mesh: Mesh | None) -> nnx.State:
+    """Sharding of every parameter (a State shaped like the model's) by the logical rules.
+
+    Without a mesh, everything goes on the first device.
+    """
+    if mesh is None:
+        device = SingleDeviceSharding(jax.devices()[0])
+        return jax.tree.map(lambda _: device, nnx.state(model), is_leaf=is_variable)
     return jax.tree.map(
         lambda v: named_sharding(mesh, v.get_metadata()["axes"], v.shape),
         nnx.state(model),
-        is_leaf=_is_variable,
+        is_leaf=is_variable,
     )
 
 

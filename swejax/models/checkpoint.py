@@ -8,9 +8,9 @@ import os
 import jax
 import orbax.checkpoint as ocp
 from flax import nnx
-from jax.sharding import Mesh, SingleDeviceSharding
+from jax.sharding import Mesh
 
-from swejax.models.build import _is_variable, abstract_model, param_shardings
+from swejax.models.build import is_variable, abstract_model, param_shardings
 from swejax.models.config import from_hf_config, read_hf_config, to_hf_config
 from swejax.models.qwen2 import Qwen2
 
@@ -46,16 +46,12 @@ def load_checkpoint(
     cfg = from_hf_config(hf, dtype=dtype or param_dtype, param_dtype=param_dtype, **runtime)
     abstract = abstract_model(cfg)
     graphdef, state = nnx.split(abstract)
-    if mesh is None:
-        device = SingleDeviceSharding(jax.devices()[0])
-        shardings = jax.tree.map(lambda _: device, state, is_leaf=_is_variable)
-    else:
-        shardings = param_shardings(abstract, mesh)
+    shardings = param_shardings(abstract, mesh)
     target = jax.tree.map(
         lambda v, s: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=s),
         state,
         shardings,
-        is_leaf=_is_variable,
+        is_leaf=is_variable,
     )
     restored = ocp.StandardCheckpointer().restore(params_dir, nnx.to_pure_dict(target))
     nnx.replace_by_pure_dict(state, restored)

@@ -21,12 +21,12 @@ import ml_dtypes
 import numpy as np
 from flax import nnx
 from jax.experimental import multihost_utils
-from jax.sharding import Mesh, SingleDeviceSharding
+from jax.sharding import Mesh
 from safetensors import safe_open
 from safetensors.numpy import save_file
 from tqdm.auto import tqdm
 
-from swejax.models.build import _is_variable, abstract_model, param_shardings
+from swejax.models.build import abstract_model, param_shardings
 from swejax.models.config import ModelConfig, from_hf_config, read_hf_config, to_hf_config
 from swejax.models.qwen2 import Qwen2
 
@@ -245,11 +245,7 @@ def load_hf_checkpoint(
     )
     abstract = abstract_model(cfg)
     graphdef, state = nnx.split(abstract)
-    if mesh is None:
-        device = SingleDeviceSharding(jax.devices()[0])
-        shardings = jax.tree.map(lambda _: device, state, is_leaf=_is_variable)
-    else:
-        shardings = param_shardings(abstract, mesh)
+    shardings = param_shardings(abstract, mesh)
     np_dtype = _NP_DTYPES[cfg.param_dtype]
     with contextlib.ExitStack() as stack:
         files = _TensorFiles(path, stack)

@@ -342,6 +342,32 @@ class Engine:
         """The number of pages a call attends over: a power of two, at most pages_per_slot."""
         return min(self.config.pages_per_slot, 1 << max(0, pages - 1).bit_length())
 
+    def _run_ingest(self, visible: int, slot: int, tokens: np.ndarray, count: int) -> None:
+        with activation_mesh(self.mesh):
+            self.state = self._ingest(
+                self._graphdef,
+                visible,
+                nnx.state(self.model),
+                self.state,
+                np.int32(slot),
+                tokens,
+                np.int32(count),
+            )
+
+    def _run_decode(self, visible: int, num_steps: int):
+        with activation_mesh(self.mesh):
+            self.state, out = self._decode(
+                self._graphdef,
+                visible,
+                num_steps,
+                self.sampling,
+                self.config.stop_tokens,
+                nnx.state(self.model),
+                self.state,
+                np.int32(self.config.capacity),
+            )
+        return out
+
     def warm_up(self) -> None:
         """Compile ingest and decode for every page bucket now, not in the middle of a rollout.
 
@@ -351,29 +377,10 @@ class Engine:
         if any(s.active or s.pending is not None for s in self._slots):
             raise RuntimeError("warm_up must run on an empty engine")
         buckets = sorted({self._bucket(n) for n in range(1, self.config.pages_per_slot + 1)})
-        empty_chunk = np.zeros(self.config.chunk, np.int32)
         self._push(0)
         for visible in buckets:
-            with activation_mesh(self.mesh):
-                self.state = self._ingest(
-                    self._graphdef,
-                    visible,
-                    nnx.state(self.model),
-                    self.state,
-                    np.int32(0),
-                    empty_chunk,
-                    np.int32(0),
-                )
-                self.state, _ = self._decode(
-                    self._graphdef,
-                    visible,
-                    self.config.steps_per_call,
-                    self.sampling,
-                    self.config.stop_tokens,
-                    nnx.state(self.model),
-                    self.state,
-                    np.int32(self.config.capacity),
-                )
+            self._run_ingest(visible, 0, np.zeros(self.config.chunk, np.int32), 0)
+            self._run_decode(visible, self.config.steps_per_call)
 
     # --- feeding tokens ---------------------------------------------------------------------
 
@@ -406,16 +413,7 @@ class Engine:
             part = to_ingest[begin : begin + chunk]
             padded = np.zeros(chunk, np.int32)
             padded[: len(part)] = part
-            with activation_mesh(self.mesh):
-                self.state = self._ingest(
-                    self._graphdef,
-                    visible,
-                    nnx.state(self.model),
-                    self.state,
-                    np.int32(slot),
-                    padded,
-                    np.int32(len(part)),
-                )
+            self._run_ingest(visible, slot, padded, len(part))
             s.cached += len(part)
         self._push(slot)  # the new pending token
 
@@ -445,17 +443,7 @@ class Engine:
             if len(self._slots[slot].pages) != before:
                 self._push(slot)
         visible = self._bucket(max((len(self._slots[i].pages) for i in active), default=1))
-        with activation_mesh(self.mesh):
-            self.state, out = self._decode(
-                self._graphdef,
-                visible,
-                num_steps,
-                self.sampling,
-                self.config.stop_tokens,
-                nnx.state(self.model),
-                self.state,
-                np.int32(self.config.capacity),
-            )
+        out = self._run_decode(visible, num_steps)
         tokens, logprobs, emitted, reasons = (np.asarray(x) for x in out)
         stopped = np.zeros(self.config.num_slots, bool)
         result_tokens, result_logprobs = [], []
