@@ -10,7 +10,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 from jax.sharding import Mesh
 
-from swejax.models.build import is_variable, abstract_model, param_shardings
+from swejax.models.build import abstract_model, is_variable, param_shardings
 from swejax.models.config import from_hf_config, read_hf_config, to_hf_config
 from swejax.models.qwen2 import Qwen2
 
