@@ -245,7 +245,7 @@ def _run_check(config: ml_collections.ConfigDict, batch_size: int | None, seq_le
     else:
         model = models.build_model(model_cfg, mesh, seed=config.seed)
 
-    tokenizer_line = _check_tokenizer(config, model_cfg.vocab_size)
+    tokenizer_line, tokenizer, chat = _check_tokenizer(config, model_cfg.vocab_size)
     rows = batch_size or mesh.shape["data"] * mesh.shape["fsdp"]
     input_ids = jax.random.randint(
         jax.random.key(config.seed), (rows, seq_len), 0, model_cfg.vocab_size, dtype=jnp.int32
@@ -265,6 +265,7 @@ def _run_check(config: ml_collections.ConfigDict, batch_size: int | None, seq_le
     print(f"params    {models.count_params(model_cfg):,}")
     print(f"dtype     compute {config.model.dtype}, params {config.model.param_dtype}")
     print(f"tokenizer {tokenizer_line}")
+    print(f"sample    {_check_generation(model, tokenizer, chat, mesh)}")
     print(f"logits    {tuple(logits.shape)} {logits.dtype}")
     print(f"forward   {first_seconds:.3f} s first call (with compile), {again_seconds:.3f} s again")
     return 0
@@ -281,7 +282,7 @@ _SAMPLE_CHAT = (
 )
 
 
-def _check_tokenizer(config: ml_collections.ConfigDict, vocab_size: int) -> str:
+def _check_tokenizer(config: ml_collections.ConfigDict, vocab_size: int) -> tuple[str, Any, Any]:
     """Load the run's tokenizer, check it fits the model's vocabulary, render a sample chat."""
     from swejax import tokenizer as tok
 
@@ -296,10 +297,33 @@ def _check_tokenizer(config: ml_collections.ConfigDict, vocab_size: int) -> str:
         )
     chat = tok.render_conversation(tokenizer, _SAMPLE_CHAT)
     source = directory or "built-in"
-    return (
+    line = (
         f"{source}, {len(tokenizer):,} tokens; a 4-turn sample chat is {len(chat.ids)} ids, "
         f"{sum(chat.loss_mask)} of them in the loss"
     )
+    return line, tokenizer, chat
+
+
+_SAMPLE_TOKENS = 16
+
+
+def _check_generation(model: Any, tokenizer: Any, chat: Any, mesh: Any) -> str:
+    """Greedy reply to the sample chat through the generation engine, timed."""
+    from swejax import sampling
+    from swejax import tokenizer as tok
+
+    prompt = chat.ids + tok.generation_prompt(tokenizer)
+    start = time.perf_counter()
+    (reply,) = sampling.generate(
+        model,
+        [prompt],
+        max_new_tokens=_SAMPLE_TOKENS,
+        stop_tokens=[tok.im_end_id(tokenizer)],
+        mesh=mesh,
+    )
+    seconds = time.perf_counter() - start
+    text = tokenizer.decode(reply.tokens)
+    return f"{len(reply.tokens)} tokens greedy in {seconds:.2f} s (with compile): {text[:60]!r}"
 
 
 def _check_convert_arguments(options: argparse.Namespace) -> None:
