@@ -6,10 +6,10 @@
 
 A good run: the training pipeline is not built yet, so the run says so in one line on stderr and
 runs `check`: it prints the devices and the mesh (all of them on the fsdp axis, e.g.
-"data=1, fsdp=8, tensor=1, context=1"), the preset "tiny", its parameter count, the tokenizer, a 16-token greedy reply sampled through the
-generation engine (noise: the weights are random), float32 logits of
-shape (rows, 32, vocabulary) and a forward time of a few seconds at most (mostly compilation), and
-exits 0.
+"data=1, fsdp=8, tensor=1, context=1"), the preset "tiny", its parameter count, the tokenizer,
+a 16-token greedy reply sampled through the generation engine (noise: the weights are random),
+float32 logits of shape (rows, 32, vocabulary) and a forward time of a few seconds at most
+(mostly compilation), and exits 0.
 """
 
 import ml_collections
