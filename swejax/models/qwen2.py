@@ -102,17 +102,18 @@ class Attention(nnx.Module):
         x: Float[Array, "B T D"],
         rotary: RotaryTables,
         cache: LayerCache,
+        layer: Int[Array, ""],
         page_table: Int[Array, "B n"],
         positions: Int[Array, "B T"],
     ) -> tuple[Float[Array, "B T D"], LayerCache]:
         """Write new tokens' K/V at `positions` (past the pages: dropped); attend over the cache."""
         q, k, v = self._project(x, rotary)
         cache = LayerCache(
-            write_pages(cache.k, k, page_table, positions),
-            write_pages(cache.v, v, page_table, positions),
+            write_pages(cache.k, layer, k, page_table, positions),
+            write_pages(cache.v, layer, v, page_table, positions),
         )
-        keys = read_pages(cache.k, page_table).astype(q.dtype)
-        values = read_pages(cache.v, page_table).astype(q.dtype)
+        keys = read_pages(cache.k, layer, page_table).astype(q.dtype)
+        values = read_pages(cache.v, layer, page_table).astype(q.dtype)
         out = attend_cached(q, keys, values, positions, impl=self.cfg.attention)
         return self._output(out), cache
 
@@ -145,9 +146,9 @@ class DecoderLayer(nnx.Module):
         attn_out = checkpoint_name(self.attn(self.attn_norm(x), rotary, segment_ids), "attn_out")
         return self._mlp_block(x + attn_out)
 
-    def with_cache(self, x, rotary: RotaryTables, cache: LayerCache, page_table, positions):
+    def with_cache(self, x, rotary: RotaryTables, cache: LayerCache, layer, page_table, positions):
         normed = self.attn_norm(x)
-        attn_out, cache = self.attn.with_cache(normed, rotary, cache, page_table, positions)
+        attn_out, cache = self.attn.with_cache(normed, rotary, cache, layer, page_table, positions)
         return self._mlp_block(x + attn_out), cache
 
     def _mlp_block(self, x):
@@ -237,12 +238,15 @@ class Qwen2(nnx.Module):
         graphdef, stacked = nnx.split(self.layers)
 
         def layer_step(carry, layer_inputs):
-            layer_state, layer_cache = layer_inputs
+            x, cache = carry
+            layer_state, index = layer_inputs
             layer = nnx.merge(graphdef, layer_state)
-            return layer.with_cache(carry, rotary, LayerCache(*layer_cache), page_table, positions)
+            return layer.with_cache(x, rotary, cache, index, page_table, positions), None
 
-        x, new_cache = jax.lax.scan(layer_step, x, (stacked, tuple(cache)))
-        return self.final_norm(x), LayerCache(*new_cache)
+        # The pools ride in the carry, written in place by layer index.
+        layers = jnp.arange(cfg.num_layers, dtype=jnp.int32)
+        (x, cache), _ = jax.lax.scan(layer_step, (x, cache), (stacked, layers))
+        return self.final_norm(x), cache
 
     def logits(self, hidden: Float[Array, "B T D"]) -> Float[Array, "B T V"]:
         """Float32 logits from final hidden states (tied or separate output head)."""
