@@ -5,5 +5,6 @@ directly: `swejax.models.attention` dispatches on `config.model.attention`.
 """
 
 from swejax_kernels.reference import attention as reference_attention
+from swejax_kernels.reference import cached_attention as reference_cached_attention
 
-__all__ = ["reference_attention"]
+__all__ = ["reference_attention", "reference_cached_attention"]
