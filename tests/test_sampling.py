@@ -257,3 +257,37 @@ def test_pages_follow_the_tokens_and_an_exhausted_pool_ends_a_turn_cleanly(model
     assert engine.free_pages() == 6
     engine.prefill(1, [1, 2, 3, 4, 5])
     assert engine.free_pages() == 4
+
+
+def test_batched_prefill_and_extend_equal_forward_passes(model):
+    """Several slots fed together, in groups of 2 rows and chunks of 4, over several rounds."""
+    config = EngineConfig(
+        num_slots=5, capacity=64, page_size=4, chunk=4, ingest_rows=2, steps_per_call=3
+    )
+    engine = Engine(model, config, SamplingParams(temperature=1.0), seed=2)
+    rng = np.random.default_rng(3)
+    sequences = {slot: rng.integers(0, 160, n).tolist() for slot, n in enumerate([1, 11, 4, 7, 2])}
+    engine.prefill_many(list(sequences.items()))
+    observations = {1: [5, 6, 7, 8, 9], 3: [1], 4: list(range(20, 33))}
+    for round_ in range(2):
+        for slot in sequences:
+            engine.start_turn(slot, 3)
+        result = engine.decode()
+        for slot, sequence in sequences.items():
+            expected = _log_softmax_of_forward(model, sequence + result.tokens[slot].tolist())
+            for i, (token, logprob) in enumerate(
+                zip(result.tokens[slot], result.logprobs[slot], strict=True)
+            ):
+                assert abs(expected[len(sequence) + i - 1, token] - logprob) <= TOL
+            sequence += result.tokens[slot].tolist()
+        if round_ == 0:
+            engine.extend_many(list(observations.items()))
+            for slot, observation in observations.items():
+                sequences[slot] += observation
+    assert all(engine.length(slot) == len(seq) for slot, seq in sequences.items())
+    with pytest.raises(ValueError, match="same slot twice"):
+        engine.extend_many([(1, [1]), (1, [2])])
+    before = engine.length(2)
+    with pytest.raises(ContextFull):
+        engine.extend_many([(2, [1]), (3, list(range(80)))])
+    assert engine.length(2) == before, "a refused batch must change no slot"

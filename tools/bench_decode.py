@@ -38,6 +38,7 @@ def _swejax_generate(model, prompts: np.ndarray, new_tokens: int, page_size: int
         capacity=prompt_len + new_tokens,
         page_size=page_size,
         chunk=min(512, prompt_len),
+        ingest_rows=min(batch, 32),
         steps_per_call=new_tokens,
     )
     engine = Engine(model, config, SamplingParams(temperature=0.0))
@@ -45,8 +46,8 @@ def _swejax_generate(model, prompts: np.ndarray, new_tokens: int, page_size: int
 
     def run() -> float:
         start = time.perf_counter()
+        engine.prefill_many([(slot, prompts[slot].tolist()) for slot in range(batch)])
         for slot in range(batch):
-            engine.prefill(slot, prompts[slot].tolist())
             engine.start_turn(slot, new_tokens)
         while engine.decode().stopped.sum() < batch:
             pass

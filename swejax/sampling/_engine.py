@@ -59,12 +59,20 @@ class EngineConfig:
     capacity: int  # longest sequence a slot holds, prompt and generations together
     page_size: int = 64  # tokens per KV page
     num_pages: int = 0  # pages in the pool; 0: enough for every slot at full capacity
-    chunk: int = 128  # tokens per ingest call
+    chunk: int = 128  # tokens per slot per ingest call
+    ingest_rows: int = 8  # slots fed together by one ingest call
     steps_per_call: int = 16  # decode steps per host round trip
     stop_tokens: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
-        for name in ("num_slots", "capacity", "page_size", "chunk", "steps_per_call"):
+        for name in (
+            "num_slots",
+            "capacity",
+            "page_size",
+            "chunk",
+            "ingest_rows",
+            "steps_per_call",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"EngineConfig.{name} must be positive, got {getattr(self, name)}")
         if self.num_pages < 0:
@@ -108,15 +116,20 @@ class DecodeResult:
     reasons: np.ndarray  # [S] StopReason of the slots that stopped
 
 
-def _ingest(graphdef, visible_pages: int, params, state: EngineState, slot, tokens, count):
-    """Write K/V of tokens[:count] after the slot's cached tokens."""
+def _ingest(graphdef, visible_pages: int, params, state: EngineState, slots, tokens, counts):
+    """Write K/V of tokens[r, :counts[r]] after the cached tokens of slots[r], for every row r.
+
+    Rows with count 0 are padding (their slot may repeat a real row's): nothing of theirs is
+    written and their slot's length is unchanged.
+    """
     model = nnx.merge(graphdef, params)
-    index = jnp.arange(tokens.shape[0])
-    start = state.lengths[slot]
-    positions = jnp.where(index < count, start + index, visible_pages * state.cache.k.shape[2])
-    pages = jax.lax.dynamic_index_in_dim(state.page_table, slot, axis=0)[:, :visible_pages]
-    _, cache = model.hidden_states_cached(tokens[None], positions[None], state.cache, pages)
-    return state._replace(cache=cache, lengths=state.lengths.at[slot].add(count))
+    index = jnp.arange(tokens.shape[1])[None, :]
+    starts = state.lengths[slots][:, None]
+    beyond = visible_pages * state.cache.k.shape[2]
+    positions = jnp.where(index < counts[:, None], starts + index, beyond)
+    pages = state.page_table[slots][:, :visible_pages]
+    _, cache = model.hidden_states_cached(tokens, positions, state.cache, pages)
+    return state._replace(cache=cache, lengths=state.lengths.at[slots].add(counts))
 
 
 def _decode(
@@ -342,16 +355,18 @@ class Engine:
         """The number of pages a call attends over: a power of two, at most pages_per_slot."""
         return min(self.config.pages_per_slot, 1 << max(0, pages - 1).bit_length())
 
-    def _run_ingest(self, visible: int, slot: int, tokens: np.ndarray, count: int) -> None:
+    def _run_ingest(self, visible: int, rows: list[tuple[int, list[int]]]) -> None:
+        """One ingest call over up to `ingest_rows` (slot, tokens) rows, padded to full shape."""
+        width = min(self.config.ingest_rows, self.config.num_slots)
+        slots = np.full(width, rows[0][0] if rows else 0, np.int32)
+        tokens = np.zeros((width, self.config.chunk), np.int32)
+        counts = np.zeros(width, np.int32)
+        for r, (slot, part) in enumerate(rows):
+            slots[r], counts[r] = slot, len(part)
+            tokens[r, : len(part)] = part
         with activation_mesh(self.mesh):
             self.state = self._ingest(
-                self._graphdef,
-                visible,
-                nnx.state(self.model),
-                self.state,
-                np.int32(slot),
-                tokens,
-                np.int32(count),
+                self._graphdef, visible, nnx.state(self.model), self.state, slots, tokens, counts
             )
 
     def _run_decode(self, visible: int, num_steps: int):
@@ -379,43 +394,64 @@ class Engine:
         buckets = sorted({self._bucket(n) for n in range(1, self.config.pages_per_slot + 1)})
         self._push(0)
         for visible in buckets:
-            self._run_ingest(visible, 0, np.zeros(self.config.chunk, np.int32), 0)
+            self._run_ingest(visible, [])
             self._run_decode(visible, self.config.steps_per_call)
 
     # --- feeding tokens ---------------------------------------------------------------------
 
     def prefill(self, slot: int, tokens: Sequence[int]) -> None:
         """Start a new sequence in `slot` with `tokens` (a prompt)."""
-        self.free(slot)
-        self.extend(slot, tokens)
+        self.prefill_many([(slot, tokens)])
+
+    def prefill_many(self, requests: Sequence[tuple[int, Sequence[int]]]) -> None:
+        """Start new sequences in several slots, fed together (`ingest_rows` per call)."""
+        for slot, _ in requests:
+            self.free(slot)
+        self.extend_many(requests)
 
     def extend(self, slot: int, tokens: Sequence[int]) -> None:
         """Append `tokens` (an observation, say) after everything the slot already holds."""
-        self._check_slot(slot)
-        s = self._slots[slot]
-        tokens = [int(t) for t in tokens]
-        if not tokens:
-            return
-        total = s.length + len(tokens)
-        if total > self.config.capacity:
-            raise ContextFull(
-                f"slot {slot} holds {s.length} tokens; {len(tokens)} more exceed its capacity "
-                f"of {self.config.capacity}"
-            )
-        if not self._reserve(slot, total):
-            raise ContextFull(f"the KV page pool has no free page left for slot {slot}")
-        sequence = ([] if s.pending is None else [s.pending]) + tokens
-        to_ingest, s.pending = sequence[:-1], sequence[-1]
-        self._push(slot)  # the new pages, before the tokens that use them
-        visible = self._bucket(len(s.pages))
-        chunk = self.config.chunk
-        for begin in range(0, len(to_ingest), chunk):
-            part = to_ingest[begin : begin + chunk]
-            padded = np.zeros(chunk, np.int32)
-            padded[: len(part)] = part
-            self._run_ingest(visible, slot, padded, len(part))
-            s.cached += len(part)
-        self._push(slot)  # the new pending token
+        self.extend_many([(slot, tokens)])
+
+    def extend_many(self, requests: Sequence[tuple[int, Sequence[int]]]) -> None:
+        """Append tokens to several slots; all are checked before any is changed."""
+        requests = [(slot, [int(t) for t in tokens]) for slot, tokens in requests if len(tokens)]
+        if len({slot for slot, _ in requests}) != len(requests):
+            raise ValueError("extend_many got the same slot twice")
+        for slot, tokens in requests:
+            self._check_slot(slot)
+            total = self._slots[slot].length + len(tokens)
+            if total > self.config.capacity:
+                raise ContextFull(
+                    f"slot {slot} holds {self._slots[slot].length} tokens; {len(tokens)} more "
+                    f"exceed its capacity of {self.config.capacity}"
+                )
+        queue = []
+        for slot, tokens in requests:
+            s = self._slots[slot]
+            if not self._reserve(slot, s.length + len(tokens)):
+                raise ContextFull(f"the KV page pool has no free page left for slot {slot}")
+            sequence = ([] if s.pending is None else [s.pending]) + tokens
+            to_ingest, s.pending = sequence[:-1], sequence[-1]
+            self._push(slot)  # the new pages, before the tokens that use them
+            queue.append((slot, to_ingest))
+        chunk, width = self.config.chunk, min(self.config.ingest_rows, self.config.num_slots)
+        offset = 0
+        while True:
+            rows = [
+                (slot, ids[offset : offset + chunk]) for slot, ids in queue if len(ids) > offset
+            ]
+            if not rows:
+                break
+            for begin in range(0, len(rows), width):
+                group = rows[begin : begin + width]
+                visible = self._bucket(max(len(self._slots[slot].pages) for slot, _ in group))
+                self._run_ingest(visible, group)
+                for slot, part in group:
+                    self._slots[slot].cached += len(part)
+            offset += chunk
+        for slot, _ in requests:
+            self._push(slot)  # the new pending token
 
     # --- decoding ---------------------------------------------------------------------------
 

@@ -52,8 +52,8 @@ def generate(
     )
     sampling = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p)
     engine = Engine(model, config, sampling, mesh=mesh, seed=seed)
-    for slot, prompt in enumerate(prompts):
-        engine.prefill(slot, prompt)
+    engine.prefill_many(list(enumerate(prompts)))
+    for slot in range(len(prompts)):
         engine.start_turn(slot, max_new_tokens)
     tokens: list[list[int]] = [[] for _ in prompts]
     logprobs: list[list[float]] = [[] for _ in prompts]
