@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
-import resource
 import shutil
 import signal
 import subprocess
@@ -92,21 +91,17 @@ class BwrapSandbox:
         ]  # fmt: skip
         return args
 
-    def _limit_child(self) -> None:
-        """In the child before exec: own process group, resource limits, unprivileged user."""
-        os.setsid()
+    def _limits_prefix(self) -> list[str]:
+        """`prlimit` in front of bwrap: the limits hold for every process inside."""
         limits = self.limits
-        for kind, value in (
-            (resource.RLIMIT_AS, limits.memory_bytes),
-            (resource.RLIMIT_NPROC, limits.max_processes),
-            (resource.RLIMIT_FSIZE, limits.max_file_bytes),
-            (resource.RLIMIT_CPU, limits.cpu_seconds),
-        ):
-            resource.setrlimit(kind, (value, value))
-        if os.getuid() == 0:
-            os.setgroups([])
-            os.setgid(self._gid)
-            os.setuid(self._uid)
+        return [
+            "prlimit",
+            f"--as={limits.memory_bytes}",
+            f"--nproc={limits.max_processes}",
+            f"--fsize={limits.max_file_bytes}",
+            f"--cpu={limits.cpu_seconds}",
+            "--",
+        ]
 
     def run(self, command: str, timeout: float | None = None) -> RunResult:
         """Run `command` in the shell; its output (stdout and stderr together) is capped."""
@@ -119,13 +114,19 @@ class BwrapSandbox:
         if os.getuid() == 0:
             os.chown(script, self._uid, self._gid)
         start = time.monotonic()
+        # No preexec_fn: the caller is a multithreaded JAX process, where running Python in a
+        # forked child can deadlock. The session, user and limits are all set without it.
+        privileged = os.getuid() == 0
         process = subprocess.Popen(
-            self._command_line(),
+            self._limits_prefix() + self._command_line(),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            preexec_fn=self._limit_child,
-            env={},
+            start_new_session=True,
+            user=self._uid if privileged else None,
+            group=self._gid if privileged else None,
+            extra_groups=[] if privileged else None,
+            env={"PATH": "/usr/bin:/bin"},
         )
         output, dropped, timed_out = _read_capped(process, self.limits.output_bytes, timeout)
         return RunResult(
