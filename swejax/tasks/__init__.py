@@ -1,0 +1,16 @@
+"""Tasks: the SWE-bench schema, loaders (JSONL, built-in), and repositories to run them on."""
+
+from swejax.tasks._builtin import BUILTIN_DIR, builtin_tasks, load_builtin_task, materialize
+from swejax.tasks._task import Task, TaskError, load_jsonl, patch_files, task_from_record
+
+__all__ = [
+    "BUILTIN_DIR",
+    "Task",
+    "TaskError",
+    "builtin_tasks",
+    "load_builtin_task",
+    "load_jsonl",
+    "materialize",
+    "patch_files",
+    "task_from_record",
+]

@@ -1,0 +1,108 @@
+"""`Task`: one SWE problem in the SWE-bench schema, plus what it takes to run it."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+
+_DIFF_HEADER = re.compile(r"^diff --git a/(\S+) b/(\S+)$", re.MULTILINE)
+
+
+class TaskError(ValueError):
+    """A task record that cannot be used; the message names where and which field."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    # The SWE-bench / SWE-rebench fields.
+    instance_id: str
+    repo: str
+    base_commit: str
+    problem_statement: str
+    patch: str  # the gold patch
+    test_patch: str
+    FAIL_TO_PASS: tuple[str, ...]
+    PASS_TO_PASS: tuple[str, ...]
+    # How to run it.
+    image: str = ""  # docker image; "" for tasks that carry their repository (built-in ones)
+    repo_dir: str = ""  # a local directory holding the repository at base_commit
+    setup_commands: tuple[str, ...] = ()
+    test_command: str = "python3 -m pytest -rA -p no:cacheprovider"
+
+    @property
+    def test_files(self) -> tuple[str, ...]:
+        """Files the test patch touches: a submission's changes to them are discarded."""
+        return patch_files(self.test_patch)
+
+
+def patch_files(patch: str) -> tuple[str, ...]:
+    """Paths a unified git diff changes (new and old names)."""
+    files: list[str] = []
+    for old, new in _DIFF_HEADER.findall(patch):
+        for path in (old, new):
+            if path not in files:
+                files.append(path)
+    return tuple(files)
+
+
+def _test_ids(value: Any, field: str, where: str) -> tuple[str, ...]:
+    # SWE-bench stores these lists as JSON-encoded strings; SWE-rebench as lists.
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as error:
+            raise TaskError(f"{where}: field {field!r} is a string but not a JSON list") from error
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise TaskError(f"{where}: field {field!r} must be a list of test ids")
+    return tuple(value)
+
+
+_REQUIRED = ("instance_id", "repo", "base_commit", "problem_statement", "patch", "test_patch")
+
+
+def task_from_record(record: Any, where: str, **runtime: Any) -> Task:
+    """A Task from one SWE-bench-style record; `where` names it in errors (file:line)."""
+    if not isinstance(record, dict):
+        raise TaskError(f"{where}: a task record must be a JSON object")
+    for field in _REQUIRED:
+        if not isinstance(record.get(field), str):
+            problem = "is missing" if field not in record else "must be a string"
+            raise TaskError(f"{where}: field {field!r} {problem}")
+    for field in ("FAIL_TO_PASS", "PASS_TO_PASS"):
+        if field not in record:
+            raise TaskError(f"{where}: field {field!r} is missing")
+    fields = {field: record[field] for field in _REQUIRED}
+    image = record.get("image_name") or record.get("docker_image") or record.get("image") or ""
+    return Task(
+        **fields,
+        FAIL_TO_PASS=_test_ids(record["FAIL_TO_PASS"], "FAIL_TO_PASS", where),
+        PASS_TO_PASS=_test_ids(record["PASS_TO_PASS"], "PASS_TO_PASS", where),
+        image=runtime.pop("image", image),
+        **runtime,
+    )
+
+
+def load_jsonl(path: str) -> list[Task]:
+    """Tasks from a JSONL file in SWE-bench / SWE-rebench form, one record per line."""
+    return list(_iter_jsonl(path))
+
+
+def _iter_jsonl(path: str) -> Iterator[Task]:
+    seen: set[str] = set()
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{number}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise TaskError(f"{where}: not valid JSON ({error.msg})") from error
+            task = task_from_record(record, where)
+            if task.instance_id in seen:
+                raise TaskError(f"{where}: instance_id {task.instance_id!r} appears twice")
+            seen.add(task.instance_id)
+            yield task

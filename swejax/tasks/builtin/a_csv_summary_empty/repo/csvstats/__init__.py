@@ -1,0 +1,3 @@
+from .summary import read_column, summarize, summarize_csv
+
+__all__ = ["read_column", "summarize", "summarize_csv"]

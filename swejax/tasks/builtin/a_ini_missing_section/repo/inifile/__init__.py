@@ -1,0 +1,3 @@
+from .parser import Config, ConfigError, parse
+
+__all__ = ["Config", "ConfigError", "parse"]

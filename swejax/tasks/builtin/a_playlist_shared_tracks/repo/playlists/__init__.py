@@ -1,0 +1,3 @@
+from .playlist import Playlist, Track
+
+__all__ = ["Playlist", "Track"]

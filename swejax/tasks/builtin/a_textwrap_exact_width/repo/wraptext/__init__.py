@@ -1,0 +1,3 @@
+from .wrap import fill, indent, wrap
+
+__all__ = ["fill", "indent", "wrap"]

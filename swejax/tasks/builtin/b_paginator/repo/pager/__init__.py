@@ -1,0 +1,4 @@
+"""List pagination helpers."""
+from .paginator import PageOutOfRange, Paginator
+
+__all__ = ["PageOutOfRange", "Paginator"]

@@ -1,0 +1,4 @@
+"""A small priority queue."""
+from .queue import PriorityQueue
+
+__all__ = ["PriorityQueue"]

@@ -1,0 +1,130 @@
+"""Task records, the JSONL loader, and the built-in tasks (gold patch passes, base fails)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from swejax.env.junit import parse_junit
+from swejax.tasks import TaskError, builtin_tasks, load_jsonl, materialize, patch_files
+
+RECORD = {
+    "instance_id": "octo__lib-1",
+    "repo": "octo/lib",
+    "base_commit": "abc123",
+    "problem_statement": "It crashes.",
+    "patch": "diff --git a/lib/x.py b/lib/x.py\n--- a/lib/x.py\n+++ b/lib/x.py\n",
+    "test_patch": "diff --git a/tests/test_x.py b/tests/test_x.py\n",
+    "FAIL_TO_PASS": json.dumps(["tests/test_x.py::test_a"]),
+    "PASS_TO_PASS": ["tests/test_x.py::test_b"],
+    "image_name": "swerebench/octo-lib-1",
+}
+
+
+def _write(tmp_path, lines):
+    path = tmp_path / "tasks.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def test_jsonl_loads_swe_bench_and_swe_rebench_forms(tmp_path):
+    (task,) = load_jsonl(_write(tmp_path, [json.dumps(RECORD)]))
+    assert task.FAIL_TO_PASS == ("tests/test_x.py::test_a",)
+    assert task.PASS_TO_PASS == ("tests/test_x.py::test_b",)
+    assert task.image == "swerebench/octo-lib-1"
+    assert task.test_files == ("tests/test_x.py",)
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("{not json", r"tasks\.jsonl:2: not valid JSON"),
+        (json.dumps({**RECORD, "instance_id": 7}), r":2: field 'instance_id' must be a string"),
+        (json.dumps({k: v for k, v in RECORD.items() if k != "patch"}), r":2: field 'patch' is"),
+        (json.dumps({**RECORD, "PASS_TO_PASS": "nope"}), r":2: field 'PASS_TO_PASS' is a string"),
+        (json.dumps({**RECORD, "FAIL_TO_PASS": [1]}), r":2: field 'FAIL_TO_PASS' must be a list"),
+        (json.dumps(RECORD), r":2: instance_id 'octo__lib-1' appears twice"),
+    ],
+)
+def test_malformed_records_name_line_and_field(tmp_path, line, message):
+    path = _write(tmp_path, [json.dumps(RECORD), line])
+    with pytest.raises(TaskError, match=message):
+        load_jsonl(path)
+
+
+def test_patch_files_reads_renames_and_new_files():
+    patch = "diff --git a/a.py b/a.py\n+x\ndiff --git a/old.py b/new.py\nrename\n"
+    assert patch_files(patch) == ("a.py", "old.py", "new.py")
+
+
+def _run_tests(repo, ids, tmp_path):
+    report = tmp_path / "report.xml"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            f"--junitxml={report}",
+            *ids,
+        ],
+        cwd=repo,
+        capture_output=True,
+        timeout=120,
+    )
+    return parse_junit(report.read_text())
+
+
+def _apply(repo, patch):
+    subprocess.run(["git", "apply", "-"], cwd=repo, input=patch.encode(), check=True)
+
+
+TASKS = builtin_tasks()
+
+
+def test_there_are_at_least_twenty_varied_builtin_tasks():
+    assert len(TASKS) >= 20
+    assert len({t.instance_id for t in TASKS}) == len(TASKS)
+    assert any(len([f for f in patch_files(t.patch) if f.endswith(".py")]) >= 2 for t in TASKS)
+
+
+@pytest.mark.parametrize("task", TASKS, ids=[t.instance_id for t in TASKS])
+def test_builtin_task_fails_on_base_and_passes_with_gold(task, tmp_path):
+    assert not set(patch_files(task.patch)) & set(task.test_files), "gold patch edits tests"
+    repo = materialize(task, str(tmp_path / "repo"))
+    _apply(repo, task.test_patch)
+    ids = [*task.FAIL_TO_PASS, *task.PASS_TO_PASS]
+    before = _run_tests(repo, ids, tmp_path)
+    for test in task.FAIL_TO_PASS:
+        assert before.get(test) in ("failed", "error"), f"{test} should fail before: {before}"
+    for test in task.PASS_TO_PASS:
+        assert before.get(test) == "passed", f"{test} should pass before: {before}"
+    _apply(repo, task.patch)
+    after = _run_tests(repo, ids, tmp_path)
+    for test in ids:
+        assert after.get(test) == "passed", f"{test} should pass with the gold patch: {after}"
+
+
+def test_junit_report_maps_to_pytest_node_ids(tmp_path):
+    tests = tmp_path / "tests"
+    tests.mkdir()
+    (tests / "test_demo.py").write_text(
+        "import pytest\n"
+        "def test_ok():\n    pass\n"
+        "def test_bad():\n    assert False\n"
+        "@pytest.mark.skip\ndef test_skip():\n    pass\n"
+        "class TestGroup:\n    def test_inner(self):\n        pass\n"
+        "@pytest.mark.parametrize('x', [1, 2])\ndef test_param(x):\n    assert x == 1\n"
+    )
+    outcomes = _run_tests(str(tmp_path), ["tests"], tmp_path)
+    assert outcomes == {
+        "tests/test_demo.py::test_ok": "passed",
+        "tests/test_demo.py::test_bad": "failed",
+        "tests/test_demo.py::test_skip": "skipped",
+        "tests/test_demo.py::TestGroup::test_inner": "passed",
+        "tests/test_demo.py::test_param[1]": "passed",
+        "tests/test_demo.py::test_param[2]": "failed",
+    }
