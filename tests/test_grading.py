@@ -1,0 +1,87 @@
+"""Grading built-in tasks in the bubblewrap sandbox, honest and forged submissions."""
+
+import dataclasses
+import os
+import subprocess
+
+import pytest
+
+from swejax.env.grading import filter_submission, grade
+from swejax.env.sandbox import bwrap_available
+from swejax.tasks import builtin_tasks
+
+_READY = (
+    bwrap_available()
+    and subprocess.run(["/usr/bin/python3", "-c", "import pytest"], capture_output=True).returncode
+    == 0
+)
+if not _READY:
+    if os.environ.get("CI"):
+        raise RuntimeError("CI must install bubblewrap and python3-pytest (see .ci/run)")
+    pytest.skip("needs bubblewrap and the system python3 with pytest", allow_module_level=True)
+
+TASKS = builtin_tasks()
+BY_ID = {t.instance_id: t for t in TASKS}
+
+
+@pytest.mark.parametrize("task", TASKS, ids=[t.instance_id for t in TASKS])
+def test_gold_resolves_and_empty_does_not(task):
+    gold = grade(task, task.patch)
+    assert gold.resolved, gold.outcomes
+    assert gold.dropped_files == () and not gold.infrastructure_error
+    empty = grade(task, "")
+    assert not empty.resolved and not empty.infrastructure_error
+    assert all(empty.outcomes[t] in ("failed", "error") for t in task.FAIL_TO_PASS)
+
+
+def test_a_wrong_edit_is_not_resolved():
+    task = BY_ID["swejax__a_median_even_length"]
+    # The gold patch's added line, edited wrongly: divide the upper middle value only.
+    fixed = "+    return (data[mid - 1] + data[mid]) / 2\n"
+    assert fixed in task.patch, "fixture assumption: the gold patch's added line"
+    wrong = task.patch.replace(fixed, "+    return data[mid - 1] + data[mid] / 2\n")
+    result = grade(task, wrong)
+    assert result.patch_applied and not result.resolved
+
+
+def _new_file_patch(path: str, text: str) -> str:
+    lines = text.splitlines()
+    body = "".join(f"+{line}\n" for line in lines)
+    return (
+        f"diff --git a/{path} b/{path}\nnew file mode 100644\n--- /dev/null\n+++ b/{path}\n"
+        f"@@ -0,0 +1,{len(lines)} @@\n{body}"
+    )
+
+
+def test_forged_results_earn_nothing():
+    task = BY_ID["swejax__b_roman_repeat"]
+    forge = _new_file_patch(
+        "conftest.py",
+        "import pytest\n"
+        "@pytest.hookimpl(hookwrapper=True)\n"
+        "def pytest_runtest_makereport(item, call):\n"
+        "    outcome = yield\n"
+        "    outcome.get_result().outcome = 'passed'\n",
+    )
+    result = grade(task, forge)
+    assert not result.resolved and result.dropped_files == ("conftest.py",)
+    # Deleting or rewriting the tests is dropped too: the test patch and tests stay as given.
+    test_file = task.test_files[0]
+    kept, dropped = filter_submission(
+        f"diff --git a/{test_file} b/{test_file}\ndeleted file mode 100644\n", task
+    )
+    assert kept == "" and dropped == (test_file,)
+
+
+def test_patch_that_does_not_apply_and_a_broken_harness():
+    task = BY_ID["swejax__a_semver_prerelease"]
+    bogus = _new_file_patch("x.py", "a = 1\n").replace("new file mode", "deleted file mode")
+    result = grade(task, bogus)
+    assert not result.patch_applied and not result.resolved and not result.infrastructure_error
+    broken = dataclasses.replace(
+        task,
+        test_patch="diff --git a/tests/nope.py b/tests/nope.py\n"
+        "--- a/tests/nope.py\n+++ b/tests/nope.py\n@@ -1 +1 @@\n-x\n+y\n",
+    )
+    result = grade(broken, task.patch)
+    assert not result.resolved and "test patch does not apply" in result.infrastructure_error
