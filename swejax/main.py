@@ -28,7 +28,7 @@ _MODES: dict[str, str] = {
     "check": "build the mesh and the model, run one forward pass, print a summary",
     "convert": "convert checkpoints: --from-hf DIR --to DIR, or --from DIR --to-hf DIR",
     "eval": "evaluate a checkpoint on a task set (not built yet)",
-    "validate-tasks": "per task: the gold patch passes, the empty patch fails (not built yet)",
+    "validate-tasks": "per task: the gold patch resolves it, the empty patch does not",
 }
 _CONFIG_FLAGS_HELP = """\
 config:
@@ -93,7 +93,7 @@ def _run(args: list[str]) -> int:
     options, leftovers = parser.parse_known_args(rest)
     overrides = _config_overrides(leftovers)
 
-    if mode in ("eval", "validate-tasks"):
+    if mode == "eval":
         print(f"swejax: mode {mode!r} is not built yet in this version", file=sys.stderr)
         return 2
     if mode == "convert":
@@ -108,6 +108,8 @@ def _run(args: list[str]) -> int:
         return _run_check(config, batch_size=None, seq_len=_CHECK_SEQ_LEN)
     if mode == "check":
         return _run_check(config, batch_size=options.batch_size, seq_len=options.seq_len)
+    if mode == "validate-tasks":
+        return _run_validate_tasks(config, options)
     return _run_convert(config, options)
 
 
@@ -158,6 +160,23 @@ def _mode_parser(mode: str) -> _Parser:
             type=_positive_int,
             default=_CHECK_SEQ_LEN,
             help=f"tokens per row (default: {_CHECK_SEQ_LEN})",
+        )
+    if mode == "validate-tasks":
+        parser.add_argument(
+            "--tasks", default="builtin", help="'builtin' or a JSONL file of SWE-bench records"
+        )
+        parser.add_argument(
+            "--only",
+            action="append",
+            default=[],
+            metavar="ID",
+            help="validate only this instance_id (repeatable)",
+        )
+        parser.add_argument("--runtime", default="bwrap", help="sandbox runtime (bwrap)")
+        parser.add_argument(
+            "--report",
+            metavar="FILE",
+            help="JSON report (default: RUN_DIR/NAME/validate-tasks.json)",
         )
     if mode == "convert":
         parser.add_argument("--from-hf", metavar="DIR", help="read a Hugging Face checkpoint")
@@ -374,6 +393,68 @@ def _run_convert(config: ml_collections.ConfigDict, options: argparse.Namespace)
         output = options.to_hf
     print(_written_summary(output))
     return 0
+
+
+def _run_validate_tasks(config: ml_collections.ConfigDict, options: argparse.Namespace) -> int:
+    """Grade the gold and the empty patch of every task; exit 1 if any task is not valid."""
+    import json
+
+    from tqdm.auto import tqdm
+
+    from swejax.env.grading import grade
+    from swejax.tasks import TaskError, builtin_tasks, load_jsonl
+
+    if options.tasks == "builtin":
+        tasks = builtin_tasks()
+    else:
+        tasks = _from_user_input("cannot load tasks", load_jsonl, options.tasks)
+    if options.only:
+        unknown = sorted(set(options.only) - {t.instance_id for t in tasks})
+        if unknown:
+            raise _UserError(f"--only names tasks that are not in {options.tasks}: {unknown}")
+        tasks = [t for t in tasks if t.instance_id in options.only]
+    rows = []
+    for task in tqdm(tasks, desc="validating tasks", unit="task", disable=None):
+        start = time.perf_counter()
+        try:
+            gold, empty = grade(task, task.patch, options.runtime), grade(task, "", options.runtime)
+            problem = gold.infrastructure_error or empty.infrastructure_error
+            valid = gold.resolved and not empty.resolved and not problem
+            row = {
+                "gold_resolved": gold.resolved,
+                "empty_resolved": empty.resolved,
+                "error": problem,
+                "gold_outcomes": gold.outcomes,
+            }
+        except TaskError as error:
+            valid, row = False, {"gold_resolved": None, "empty_resolved": None, "error": str(error)}
+        rows.append(
+            {
+                "instance_id": task.instance_id,
+                "valid": valid,
+                "seconds": round(time.perf_counter() - start, 2),
+                **row,
+            }
+        )
+    report = options.report or os.path.join(config.run_dir, config.name, "validate-tasks.json")
+    os.makedirs(os.path.dirname(os.path.abspath(report)), exist_ok=True)
+    with open(report, "w") as f:
+        json.dump({"runtime": options.runtime, "tasks": rows}, f, indent=2)
+    width = max([len(r["instance_id"]) for r in rows] + [4])
+    print(f"{'task':<{width}}  gold  empty  valid  seconds")
+    for r in rows:
+        marks = [_mark(r["gold_resolved"]), _mark(r["empty_resolved"]), _mark(r["valid"])]
+        print(
+            f"{r['instance_id']:<{width}}  {marks[0]:<4}  {marks[1]:<5}  {marks[2]:<5}  "
+            f"{r['seconds']:.1f}" + (f"  {r['error'][:60]}" if r["error"] else "")
+        )
+    valid = sum(r["valid"] for r in rows)
+    print(f"{valid} of {len(rows)} tasks valid; report: {report}")
+    return 0 if valid == len(rows) else 1
+
+
+def _mark(value: bool | None) -> str:
+    return "-" if value is None else ("yes" if value else "no")
 
 
 # --- helpers ----------------------------------------------------------------------------------

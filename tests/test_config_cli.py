@@ -300,7 +300,7 @@ def test_mode_help_lists_its_options(capsys):
     assert "--from-hf" in out and "--to-hf" in out
 
 
-@pytest.mark.parametrize("mode", ["eval", "validate-tasks"])
+@pytest.mark.parametrize("mode", ["eval"])
 def test_modes_not_built_yet_say_so(mode, capsys):
     assert main([mode]) == 2
     captured = capsys.readouterr()

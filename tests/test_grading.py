@@ -85,3 +85,36 @@ def test_patch_that_does_not_apply_and_a_broken_harness():
     )
     result = grade(broken, task.patch)
     assert not result.resolved and "test patch does not apply" in result.infrastructure_error
+
+
+def test_validate_tasks_mode_reports_each_task(tmp_path, capsys):
+    import json
+
+    from swejax.main import main
+
+    report = tmp_path / "report.json"
+    ids = ["swejax__a_semver_prerelease", "swejax__b_paginator"]
+    code = main(["validate-tasks", *(f"--only={i}" for i in ids), f"--report={report}"])
+    assert code == 0
+    assert "2 of 2 tasks valid" in capsys.readouterr().out
+    rows = json.loads(report.read_text())["tasks"]
+    assert [r["instance_id"] for r in rows] == ids
+    assert all(r["gold_resolved"] and r["empty_resolved"] is False for r in rows)
+
+    # A SWE-rebench record runs in its docker image; bubblewrap cannot run it: invalid, reported.
+    record = {
+        "instance_id": "octo__lib-1",
+        "repo": "octo/lib",
+        "base_commit": "abc",
+        "problem_statement": "x",
+        "patch": "",
+        "test_patch": "",
+        "FAIL_TO_PASS": ["t"],
+        "PASS_TO_PASS": [],
+        "image_name": "swerebench/octo",
+    }
+    jsonl = tmp_path / "tasks.jsonl"
+    jsonl.write_text(json.dumps(record) + "\n")
+    assert main(["validate-tasks", f"--tasks={jsonl}", f"--report={report}"]) == 1
+    (row,) = json.loads(report.read_text())["tasks"]
+    assert not row["valid"] and "no local repository" in row["error"]
