@@ -23,11 +23,6 @@ def abstract_model(cfg: ModelConfig, seed: int = 0) -> Qwen2:
     return nnx.eval_shape(lambda: Qwen2(cfg, rngs=nnx.Rngs(seed)))
 
 
-def logical_axes(model: nnx.Module) -> nnx.State:
-    """The logical axis names of every parameter, as a State shaped like the model's."""
-    return jax.tree.map(lambda v: v.get_metadata()["axes"], nnx.state(model), is_leaf=is_variable)
-
-
 def param_shardings(model: nnx.Module, mesh: Mesh | None) -> nnx.State:
     """Sharding of every parameter (a State shaped like the model's) by the logical rules.
 

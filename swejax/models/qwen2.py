@@ -198,10 +198,8 @@ class Qwen2(nnx.Module):
         """Final-norm hidden states. Packed rows pass per-segment `positions` and `segment_ids`."""
         if positions is None:
             positions = default_positions(input_ids)
-        cfg = self.cfg
-        rotary = rotary_tables(positions, cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
-        dt = jnp.dtype(self.cfg.dtype)
-        x = constrain(self.embed[...][input_ids].astype(dt), ("batch", "seq", None))
+        rotary = self._rotary(positions)
+        x = self._embed_tokens(input_ids)
         graphdef, stacked = nnx.split(self.layers)
 
         def layer_step(carry, layer_state):
@@ -227,14 +225,10 @@ class Qwen2(nnx.Module):
         of `page_table` lists its sequence's pages. Tokens whose position lies past the table
         (n * page_size or more) are padding: nothing of theirs is written.
         """
-        cfg = self.cfg
         capacity = page_table.shape[1] * cache.k.shape[2]
         # Rotary tables need a real position; padding's is clamped (its output is never read).
-        rotary = rotary_tables(
-            jnp.minimum(positions, capacity - 1), cfg.head_dim, cfg.rope_theta, cfg.rope_scaling
-        )
-        dt = jnp.dtype(cfg.dtype)
-        x = constrain(self.embed[...][input_ids].astype(dt), ("batch", "seq", None))
+        rotary = self._rotary(jnp.minimum(positions, capacity - 1))
+        x = self._embed_tokens(input_ids)
         graphdef, stacked = nnx.split(self.layers)
 
         def layer_step(carry, layer_inputs):
@@ -244,27 +238,28 @@ class Qwen2(nnx.Module):
             return layer.with_cache(x, rotary, cache, index, page_table, positions), None
 
         # The pools ride in the carry, written in place by layer index.
-        layers = jnp.arange(cfg.num_layers, dtype=jnp.int32)
+        layers = jnp.arange(self.cfg.num_layers, dtype=jnp.int32)
         (x, cache), _ = jax.lax.scan(layer_step, (x, cache), (stacked, layers))
         return self.final_norm(x), cache
 
     def logits(self, hidden: Float[Array, "B T D"]) -> Float[Array, "B T V"]:
         """Float32 logits from final hidden states (tied or separate output head)."""
         if self.cfg.tie_word_embeddings:
-            out = jnp.einsum(
-                "BTD,VD->BTV",
-                hidden,
-                self.embed[...].astype(hidden.dtype),
-                preferred_element_type=jnp.float32,
-            )
+            equation, head = "BTD,VD->BTV", self.embed[...]
         else:
-            out = jnp.einsum(
-                "BTD,DV->BTV",
-                hidden,
-                self.lm_head[...].astype(hidden.dtype),
-                preferred_element_type=jnp.float32,
-            )
+            equation, head = "BTD,DV->BTV", self.lm_head[...]
+        out = jnp.einsum(
+            equation, hidden, head.astype(hidden.dtype), preferred_element_type=jnp.float32
+        )
         return constrain(out, ("batch", "seq", "act_vocab"))
+
+    def _embed_tokens(self, input_ids: Int[Array, "B T"]) -> Float[Array, "B T D"]:
+        x = self.embed[...][input_ids].astype(jnp.dtype(self.cfg.dtype))
+        return constrain(x, ("batch", "seq", None))
+
+    def _rotary(self, positions: Int[Array, "B T"]) -> RotaryTables:
+        cfg = self.cfg
+        return rotary_tables(positions, cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
 
     def __call__(
         self,
