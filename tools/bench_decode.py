@@ -1,8 +1,9 @@
 """Decode throughput and multi-turn prefill cost of the generation engine.
 
     python tools/bench_decode.py                      # CPU: against transformers' generate
-    python tools/bench_decode.py --no-hf --preset qwen2.5-1.5b --layers 0 --dtype bfloat16 \
-        --batch 1,8,64,256 --prompt 128 --new 128     # GPU: tokens/s against the HBM roofline
+    python tools/bench_decode.py --no-hf --roofline --preset qwen2.5-1.5b --layers 0 \
+        --dtype bfloat16 --batch 1,8,64,256 --prompt 128 --new 128 --turns 0
+                                                      # GPU: tokens/s against the HBM roofline
 
 Prints one JSON object:
 - `decode`: per batch size, new tokens per second of swejax (prefill included, as transformers'
@@ -10,8 +11,10 @@ Prints one JSON object:
 - `multi_turn`: a synthetic episode of `--turns` turns (sample a reply, append an observation):
   tokens the model ran over divided by the trajectory length (1.0 means no token was ever
   recomputed), and the wall time against re-prefilling the whole context every turn;
-- with `--hbm-gbps`, the memory-bandwidth roofline of a decode step: (weight bytes + KV bytes
-  read) / bandwidth, next to the measured step time.
+- with `--roofline`, the memory-bandwidth roofline of a decode step, (weight bytes + K/V bytes
+  of the tokens held) / measured HBM read bandwidth, next to the measured step time.
+
+`--split-layers 1,0` times decode with and without EngineConfig.split_layer_weights.
 """
 
 from __future__ import annotations
@@ -30,8 +33,11 @@ from swejax.sampling import Engine, EngineConfig, SamplingParams
 from swejax.sampling._engine import cache_bytes_per_token
 
 
-def _swejax_generate(model, prompts: np.ndarray, new_tokens: int, page_size: int) -> float:
-    """Seconds to prefill `prompts` and greedily decode `new_tokens` for each (compiled first)."""
+def _swejax_generate(
+    model, prompts: np.ndarray, new_tokens: int, page_size: int, split: bool
+) -> tuple[float, float]:
+    """Seconds to prefill `prompts` and greedily decode `new_tokens` for each (compiled first),
+    and the seconds of the decode part alone."""
     batch, prompt_len = prompts.shape
     config = EngineConfig(
         num_slots=batch,
@@ -40,21 +46,38 @@ def _swejax_generate(model, prompts: np.ndarray, new_tokens: int, page_size: int
         chunk=min(512, prompt_len),
         ingest_rows=min(batch, 32),
         steps_per_call=new_tokens,
+        split_layer_weights=split,
     )
     engine = Engine(model, config, SamplingParams(temperature=0.0))
     engine.warm_up()
 
-    def run() -> float:
+    def run() -> tuple[float, float]:
         start = time.perf_counter()
         engine.prefill_many([(slot, prompts[slot].tolist()) for slot in range(batch)])
         for slot in range(batch):
             engine.start_turn(slot, new_tokens)
+        jax.block_until_ready(engine.state)
+        decode_start = time.perf_counter()
         while engine.decode().stopped.sum() < batch:
             pass
-        return time.perf_counter() - start
+        end = time.perf_counter()
+        return end - start, end - decode_start
 
     run()  # every program compiled and cached
     return min(run() for _ in range(2))
+
+
+def measure_hbm_gbps(gib: float = 2.0) -> float:
+    """Read bandwidth of the first device: a jitted sum over a `gib` GiB array, best of 5."""
+    x = jax.device_put(np.ones(int(gib * 2**30) // 4, np.float32), jax.devices()[0])
+    total = jax.jit(lambda a: a.sum())
+    total(x).block_until_ready()
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        total(x).block_until_ready()
+        best = min(best, time.perf_counter() - start)
+    return x.nbytes / best / 1e9
 
 
 def _hf_generate(hf, prompts: np.ndarray, new_tokens: int) -> float:
@@ -143,26 +166,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--page-size", type=int, default=64)
     parser.add_argument("--turns", type=int, default=20)
     parser.add_argument("--no-hf", action="store_true", help="skip transformers (e.g. on a GPU)")
-    parser.add_argument("--hbm-gbps", type=float, default=0.0, help="for the roofline")
+    parser.add_argument(
+        "--roofline",
+        action="store_true",
+        help="measure HBM read bandwidth and compare each decode step with its roofline",
+    )
+    parser.add_argument(
+        "--split-layers",
+        default="1",
+        help="comma-separated 1/0: decode with EngineConfig.split_layer_weights on (1) or off (0)",
+    )
     args = parser.parse_args(argv)
 
     cfg = preset(args.preset, dtype=args.dtype, param_dtype=args.dtype)
     if args.layers:
         cfg = cfg.replace(num_layers=args.layers)
     hf = None
-    with tempfile.TemporaryDirectory() as directory:
-        if args.no_hf:
-            from swejax.models import save_hf_checkpoint
+    if args.no_hf:
+        model = build_model(cfg, seed=0)  # random weights made on the device
+    else:
+        import torch
+        from transformers import Qwen2Config, Qwen2ForCausalLM
 
-            save_hf_checkpoint(build_model(cfg, seed=0), directory)
-        else:
-            import torch
-            from transformers import Qwen2Config, Qwen2ForCausalLM
-
-            torch.manual_seed(0)
-            hf = Qwen2ForCausalLM(Qwen2Config(**to_hf_config(cfg, cfg.param_dtype))).eval()
+        torch.manual_seed(0)
+        hf = Qwen2ForCausalLM(Qwen2Config(**to_hf_config(cfg, cfg.param_dtype))).eval()
+        with tempfile.TemporaryDirectory() as directory:
             hf.save_pretrained(directory)
-        model = load_hf_checkpoint(directory, dtype=args.dtype)
+            model = load_hf_checkpoint(directory, dtype=args.dtype)
+    hbm_gbps = measure_hbm_gbps() if args.roofline else 0.0
+    weight_bytes = count_params(cfg) * np.dtype(cfg.param_dtype).itemsize
 
     result: dict = {
         "bench": "decode",
@@ -172,27 +204,39 @@ def main(argv: list[str] | None = None) -> int:
         "dtype": args.dtype,
         "prompt": args.prompt,
         "new_tokens": args.new,
+        "weight_bytes": weight_bytes,
         "decode": [],
     }
+    if hbm_gbps:
+        result["measured_hbm_read_gbps"] = hbm_gbps
     rng = np.random.default_rng(0)
     for batch in (int(b) for b in args.batch.split(",")):
         prompts = rng.integers(0, cfg.vocab_size, (batch, args.prompt))
-        seconds = _swejax_generate(model, prompts, args.new, args.page_size)
-        row = {"batch": batch, "swejax_tokens_per_s": batch * args.new / seconds}
-        if hf is not None:
-            hf_seconds = _hf_generate(hf, prompts, args.new)
-            row["hf_tokens_per_s"] = batch * args.new / hf_seconds
-            row["ratio_swejax_over_hf"] = hf_seconds / seconds
-        if args.hbm_gbps:
-            weights = (
-                count_params(cfg)
-                * np.dtype(np.float32 if args.dtype == "float32" else np.float16).itemsize
+        hf_seconds = _hf_generate(hf, prompts, args.new) if hf is not None else None
+        for split in (bool(int(u)) for u in args.split_layers.split(",")):
+            seconds, decode_seconds = _swejax_generate(
+                model, prompts, args.new, args.page_size, split
             )
-            kv = batch * (args.prompt + args.new / 2) * cache_bytes_per_token(cfg)
-            row["roofline_step_s"] = (weights + kv) / (args.hbm_gbps * 1e9)
-            row["measured_step_s"] = seconds / args.new
-        result["decode"].append(row)
-    result["multi_turn"] = _multi_turn(model, args.turns, 16, 48, args.page_size)
+            row = {
+                "batch": batch,
+                "split_layer_weights": split,
+                "swejax_tokens_per_s": batch * args.new / seconds,
+                "swejax_decode_tokens_per_s": batch * args.new / decode_seconds,
+            }
+            if hf_seconds is not None:
+                row["hf_tokens_per_s"] = batch * args.new / hf_seconds
+                row["ratio_swejax_over_hf"] = hf_seconds / seconds
+            if hbm_gbps:
+                # Ideal bytes per step: every weight once, and the K/V of the tokens held (on
+                # average the prompt and half the new tokens).
+                kv = batch * (args.prompt + args.new / 2) * cache_bytes_per_token(cfg)
+                row["roofline_step_ms"] = 1e3 * (weight_bytes + kv) / (hbm_gbps * 1e9)
+                row["measured_step_ms"] = 1e3 * decode_seconds / args.new
+                row["fraction_of_roofline"] = row["roofline_step_ms"] / row["measured_step_ms"]
+            result["decode"].append(row)
+            print(json.dumps(row), file=sys.stderr, flush=True)
+    if args.turns:
+        result["multi_turn"] = _multi_turn(model, args.turns, 16, 48, args.page_size)
     json.dump(result, sys.stdout, indent=2)
     print()
     return 0

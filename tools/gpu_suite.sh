@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The GPU checks and benchmarks of swejax, in one run, on an image that already has JAX with CUDA,
+# flax, optax, orbax and transformers. Every result is JSON (or a log) under $OUT.
+#
+#     OUT=gpu_results bash tools/gpu_suite.sh [WHEEL_DIR]
+#
+# WHEEL_DIR, if given, holds wheels for pure-Python dependencies the image may lack (installed
+# only when their import fails). swejax itself is used from this checkout, not installed.
+set -uo pipefail
+OUT=${OUT:-gpu_results}
+WHEELS=${1:-}
+mkdir -p "$OUT"
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+
+# The import package swejax_kernels is the folder kernels/ (pyproject's package-dir).
+LINKS=$(mktemp -d)
+ln -s "$ROOT/kernels" "$LINKS/swejax_kernels"
+export PYTHONPATH="$ROOT:$LINKS${PYTHONPATH:+:$PYTHONPATH}"
+
+if [[ -n "$WHEELS" ]]; then
+  for module in jaxtyping:jaxtyping ml_collections:ml_collections tqdm:tqdm; do
+    name=${module%%:*}
+    python -c "import $name" 2>/dev/null && continue
+    [[ $name == jaxtyping ]] && python -m pip install -q --no-deps --no-index "$WHEELS"/wadler_lindig-*.whl
+    python -m pip install -q --no-deps --no-index "$WHEELS"/"${module##*:}"-*.whl
+  done
+fi
+
+python - > "$OUT/env.json" <<'EOF'
+import json, jax, flax, optax
+print(json.dumps({
+    "jax": jax.__version__, "flax": flax.__version__, "optax": optax.__version__,
+    "devices": [d.device_kind for d in jax.devices()],
+}))
+EOF
+
+# The default program path end to end on the GPU (mesh, model, tokenizer, engine, forward).
+timeout 60 python -m swejax.main check > "$OUT/check.log" 2>&1
+echo "check rc=$?" >> "$OUT/check.log"
+
+# Decode against the HBM roofline. One page per slot keeps it to one compiled bucket per size.
+for preset in ${PRESETS:-qwen2.5-1.5b qwen2.5-7b}; do
+  timeout "${DECODE_TIMEOUT:-200}" python tools/bench_decode.py --no-hf --roofline --preset "$preset" --layers 0 \
+    --dtype bfloat16 --batch "${BATCHES:-1,16,64,256}" --prompt 128 --new 128 --page-size 256 \
+    --turns 0 --split-layers 1,0 > "$OUT/decode_$preset.json" 2> "$OUT/decode_$preset.log"
+  echo "rc=$?" >> "$OUT/decode_$preset.log"
+done
