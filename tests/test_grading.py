@@ -87,6 +87,14 @@ def test_patch_that_does_not_apply_and_a_broken_harness():
     assert not result.resolved and "test patch does not apply" in result.infrastructure_error
 
 
+def test_a_runner_that_cannot_start_is_an_infrastructure_error():
+    task = dataclasses.replace(
+        BY_ID["swejax__a_semver_prerelease"], test_command="python3 -m no_such_test_runner"
+    )
+    result = grade(task, task.patch)
+    assert not result.resolved and "test runner does not start" in result.infrastructure_error
+
+
 def test_validate_tasks_mode_reports_each_task(tmp_path, capsys):
     import json
 

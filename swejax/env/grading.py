@@ -95,6 +95,12 @@ def grade(task: Task, submission: str, runtime: str = "bwrap", timeout: float = 
         with tempfile.TemporaryDirectory(prefix="swejax-grade-") as scratch:
             repo = materialize(task, os.path.join(scratch, "repo"))
             with open_sandbox(repo, runtime=runtime, limits=_GRADING_LIMITS) as sandbox:
+                # A runner that cannot start would look like a submission that broke the tests.
+                runner = sandbox.run(f"{task.test_command} --version", timeout=120)
+                if runner.exit_code != 0:
+                    return _infrastructure(
+                        tests, dropped, f"the test runner does not start: {runner.output[-500:]}"
+                    )
                 applied = True
                 if kept.strip():
                     applied, _ = _apply(sandbox, kept, ".swejax_submission.patch")

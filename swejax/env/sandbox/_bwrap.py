@@ -2,10 +2,10 @@
 
 Each command runs in a fresh bubblewrap container over the same private copy of the repository:
 the host's system directories read-only and nothing else of the host (no /root, /home or /tmp;
-commands use the system's Python, /usr/bin/python3), no network, its own PID namespace, an
-unprivileged user, and resource limits. The shell's working directory and exported environment
-persist between commands through a small state directory; background processes die with the
-command that started them, and a timeout kills the whole container.
+commands use the system's Python, /usr/bin/python3), the editor tools (`_tools`), no network,
+its own PID namespace, an unprivileged user, and resource limits. The shell's working directory
+and exported environment persist between commands through a small state directory; background
+processes die with the command that started them, and a timeout kills the whole container.
 """
 
 from __future__ import annotations
@@ -19,10 +19,11 @@ import subprocess
 import tempfile
 import time
 
+from swejax.env.sandbox._tools import SANDBOX_PATH, STATE_DIR, TOOLS_DIR, write_tools
 from swejax.env.sandbox._types import RunResult, SandboxError, SandboxLimits
 
 WORKDIR = "/repo"
-_STATE = "/.swejax_state"
+_STATE = STATE_DIR
 # Host directories visible (read-only) inside: the system, not people's files.
 _SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/etc", "/opt", "/var/lib")
 _UNPRIVILEGED = "nobody"
@@ -53,8 +54,10 @@ class BwrapSandbox:
         self._root = tempfile.mkdtemp(prefix="swejax-sandbox-")
         self.repo = os.path.join(self._root, "repo")
         self._state = os.path.join(self._root, "state")
+        self._tools = os.path.join(self._root, "tools")
         shutil.copytree(repo_dir, self.repo, symlinks=True)
         os.makedirs(self._state)
+        write_tools(self._tools)
         self._uid, self._gid = os.getuid(), os.getgid()
         if self._uid == 0:
             # Root is exempt from the process limit: commands run as an unprivileged user.
@@ -75,6 +78,7 @@ class BwrapSandbox:
         args += [
             "--bind", self.repo, WORKDIR,
             "--bind", self._state, _STATE,
+            "--ro-bind", self._tools, TOOLS_DIR,
             "--tmpfs", "/tmp",
             "--dev", "/dev",
             "--proc", "/proc",
@@ -84,7 +88,8 @@ class BwrapSandbox:
             "--hostname", "sandbox",
             "--chdir", WORKDIR,
             "--setenv", "HOME", "/tmp",
-            "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin",
+            "--setenv", "PATH", SANDBOX_PATH,
+            "--setenv", "SWEJAX_STATE", _STATE,
             "--setenv", "LANG", "C.UTF-8",
             "--setenv", "TERM", "dumb",
             "bash", "--noprofile", "--norc", "-c", _WRAPPER,

@@ -1,5 +1,34 @@
-"""The agent-computer interface of SPEC.md (so far: reading replies)."""
+"""The agent-computer interface of SPEC.md: prompts, reply parsing, the editor tools (run inside
+the sandbox, `swejax/env/tools/swe_tools.py`), observations, turn limits and `submit`."""
 
-from swejax.env.scaffold._reply import FORMAT_ERROR_MESSAGE, Action, FormatError, parse_reply
+from swejax.env.scaffold._demo import patch_commands
+from swejax.env.scaffold._episode import (
+    EndReason,
+    Episode,
+    EpisodeEnded,
+    ScaffoldConfig,
+    Step,
+    open_episode,
+    quote_heredocs,
+    run_episode,
+    truncate_middle,
+)
+from swejax.env.scaffold._prompts import render
+from swejax.env.scaffold._reply import Action, FormatError, parse_reply
 
-__all__ = ["FORMAT_ERROR_MESSAGE", "Action", "FormatError", "parse_reply"]
+__all__ = [
+    "Action",
+    "EndReason",
+    "Episode",
+    "EpisodeEnded",
+    "FormatError",
+    "ScaffoldConfig",
+    "Step",
+    "open_episode",
+    "parse_reply",
+    "patch_commands",
+    "quote_heredocs",
+    "render",
+    "run_episode",
+    "truncate_middle",
+]

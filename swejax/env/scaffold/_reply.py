@@ -1,8 +1,8 @@
 """Reading a model reply: its reasoning, and exactly one fenced `command` block, or a format error.
 
 SPEC.md: each reply holds some reasoning and exactly one block fenced as ```command ... ```. No
-block or more than one is a format error; the environment answers with `FORMAT_ERROR_MESSAGE`
-and the episode goes on (the turn stays in the context but is masked out of RFT's loss).
+block or more than one is a format error; the environment answers with the `format_error`
+prompt and the episode goes on (the turn stays in the context but is masked out of RFT's loss).
 """
 
 from __future__ import annotations
@@ -10,17 +10,11 @@ from __future__ import annotations
 import dataclasses
 import re
 
+from swejax.env.scaffold._prompts import render
+
 # A fence opens with ```command on its own line and closes with ``` on its own line.
 _BLOCK = re.compile(r"^```command[ \t]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
 _OPENING = re.compile(r"^```command[ \t]*$", re.MULTILINE)
-
-FORMAT_ERROR_MESSAGE = (
-    "Your reply must contain exactly one command, in a block fenced like this:\n"
-    "```command\n"
-    "ls -la\n"
-    "```\n"
-    "{problem} Write your reasoning, then one command block, and nothing after it."
-)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,7 +29,8 @@ class FormatError:
 
     @property
     def message(self) -> str:
-        return FORMAT_ERROR_MESSAGE.format(problem=self.problem)
+        """What the environment answers (the `format_error` prompt template)."""
+        return render("format_error", problem=self.problem)
 
 
 def parse_reply(reply: str) -> Action | FormatError:
