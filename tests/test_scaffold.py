@@ -5,6 +5,7 @@ import os
 
 import pytest
 
+from swejax.env import SandboxError
 from swejax.env.grading import grade
 from swejax.env.sandbox import bwrap_available
 from swejax.env.scaffold import (
@@ -154,9 +155,9 @@ def test_a_failed_sandbox_ends_the_episode_as_an_infrastructure_failure():
 
 def test_failing_setup_names_the_task_and_command():
     task = dataclasses.replace(BY_ID["swejax__b_roman_repeat"], setup_commands=("false",))
-    with pytest.raises(Exception, match="swejax__b_roman_repeat: setup command 'false' failed"):
-        with open_episode(task):
-            pass
+    expected = "swejax__b_roman_repeat: setup command 'false' failed"
+    with pytest.raises(SandboxError, match=expected), open_episode(task):
+        pass
 
 
 def test_bare_heredoc_delimiters_of_edit_are_quoted():
@@ -168,6 +169,4 @@ def test_bare_heredoc_delimiters_of_edit_are_quoted():
     task = BY_ID["swejax__b_roman_repeat"]
     with open_episode(task) as episode:
         episode.step(reply("create notes.txt << EOF\ncost: $HOME `date`\nEOF"))
-        assert episode.step(reply("cat notes.txt")).observation.startswith(
-            "cost: $HOME `date`\n"
-        )
+        assert episode.step(reply("cat notes.txt")).observation.startswith("cost: $HOME `date`\n")
