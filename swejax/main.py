@@ -172,7 +172,11 @@ def _mode_parser(mode: str) -> _Parser:
             metavar="ID",
             help="validate only this instance_id (repeatable)",
         )
-        parser.add_argument("--runtime", default="bwrap", help="sandbox runtime (bwrap)")
+        parser.add_argument(
+            "--runtime",
+            default="bwrap",
+            help="sandbox runtime: bwrap or docker (images from tools/build_images.py)",
+        )
         parser.add_argument(
             "--report",
             metavar="FILE",

@@ -14,11 +14,11 @@ import os
 import re
 import secrets
 import shlex
-import tempfile
 
+from swejax.env._task_sandbox import task_sandbox
 from swejax.env.junit import parse_junit
-from swejax.env.sandbox import SandboxError, SandboxLimits, open_sandbox
-from swejax.tasks import Task, materialize
+from swejax.env.sandbox import SandboxError, SandboxLimits
+from swejax.tasks import Task
 
 # Files through which a submission could change how tests run or what they report.
 _RUNNER_FILES = {
@@ -79,10 +79,7 @@ def filter_submission(patch: str, task: Task) -> tuple[str, tuple[str, ...]]:
 
 
 def _apply(sandbox, patch: str, name: str) -> tuple[bool, str]:
-    path = os.path.join(sandbox.repo, name)
-    with open(path, "w") as f:
-        f.write(patch)
-    os.chmod(path, 0o644)
+    sandbox.write_file(name, patch)
     result = sandbox.run(f"git apply --whitespace=nowarn {name}; s=$?; rm -f {name}; exit $s")
     return result.exit_code == 0, result.output
 
@@ -92,26 +89,22 @@ def grade(task: Task, submission: str, runtime: str = "bwrap", timeout: float = 
     kept, dropped = filter_submission(submission, task)
     tests = [*task.FAIL_TO_PASS, *task.PASS_TO_PASS]
     try:
-        with tempfile.TemporaryDirectory(prefix="swejax-grade-") as scratch:
-            repo = materialize(task, os.path.join(scratch, "repo"))
-            with open_sandbox(repo, runtime=runtime, limits=_GRADING_LIMITS) as sandbox:
-                # A runner that cannot start would look like a submission that broke the tests.
-                runner = sandbox.run(f"{task.test_command} --version", timeout=120)
-                if runner.exit_code != 0:
-                    return _infrastructure(
-                        tests, dropped, f"the test runner does not start: {runner.output[-500:]}"
-                    )
-                applied = True
-                if kept.strip():
-                    applied, _ = _apply(sandbox, kept, ".swejax_submission.patch")
-                if not applied:
-                    return GradeResult(False, dict.fromkeys(tests, "missing"), False, dropped)
-                ok, output = _apply(sandbox, task.test_patch, ".swejax_test.patch")
-                if not ok:
-                    return _infrastructure(
-                        tests, dropped, f"the test patch does not apply: {output}"
-                    )
-                return _run_tests(sandbox, task, tests, dropped, timeout)
+        with task_sandbox(task, runtime, _GRADING_LIMITS) as sandbox:
+            # A runner that cannot start would look like a submission that broke the tests.
+            runner = sandbox.run(f"{task.test_command} --version", timeout=120)
+            if runner.exit_code != 0:
+                return _infrastructure(
+                    tests, dropped, f"the test runner does not start: {runner.output[-500:]}"
+                )
+            applied = True
+            if kept.strip():
+                applied, _ = _apply(sandbox, kept, ".swejax_submission.patch")
+            if not applied:
+                return GradeResult(False, dict.fromkeys(tests, "missing"), False, dropped)
+            ok, output = _apply(sandbox, task.test_patch, ".swejax_test.patch")
+            if not ok:
+                return _infrastructure(tests, dropped, f"the test patch does not apply: {output}")
+            return _run_tests(sandbox, task, tests, dropped, timeout)
     except SandboxError as error:
         return _infrastructure(tests, dropped, str(error))
 

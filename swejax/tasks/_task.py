@@ -27,10 +27,16 @@ class Task:
     FAIL_TO_PASS: tuple[str, ...]
     PASS_TO_PASS: tuple[str, ...]
     # How to run it.
-    image: str = ""  # docker image; "" for tasks that carry their repository (built-in ones)
+    image: str = ""  # docker image; "" for the built-in tasks (see docker_image)
     repo_dir: str = ""  # a local directory holding the repository at base_commit
     setup_commands: tuple[str, ...] = ()
     test_command: str = "python3 -m pytest -rA -p no:cacheprovider"
+    workdir: str = "/repo"  # where the repository is inside the image (SWE-bench: /testbed)
+
+    @property
+    def docker_image(self) -> str:
+        """The task's image; built-in tasks use the one tools/build_images.py makes."""
+        return self.image or f"swejax/task:{self.instance_id.lower()}"
 
     @property
     def test_files(self) -> tuple[str, ...]:

@@ -144,10 +144,22 @@ class BwrapSandbox:
 
     def diff(self) -> str:
         """`git diff` of the working tree against HEAD (new files included)."""
-        result = self.run("git add -A >/dev/null 2>&1; git diff --cached HEAD", timeout=60)
+        result = self.run(
+            f"git -C {WORKDIR} add -A >/dev/null 2>&1; git -C {WORKDIR} diff --cached HEAD",
+            timeout=60,
+        )
         if result.exit_code != 0:
             raise SandboxError(f"git diff failed in the sandbox: {result.output[-500:]}")
         return result.output
+
+    def write_file(self, path: str, text: str) -> None:
+        """Write `text` to `path` relative to the repository."""
+        full = os.path.join(self.repo, path)
+        with open(full, "w") as f:
+            f.write(text)
+        os.chmod(full, 0o644)
+        if os.getuid() == 0:
+            os.chown(full, self._uid, self._gid)
 
     def close(self) -> None:
         if not self._closed:

@@ -17,6 +17,7 @@ class SandboxLimits:
     max_processes: int = 256  # processes of the sandbox user at once (fork bombs)
     max_file_bytes: int = 512 * 2**20  # largest file a command may write
     cpu_seconds: int = 600  # CPU time per process
+    cpus: float = 1.0  # CPU share of the whole sandbox (docker; the paper's pods had 0.5)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,16 +13,15 @@ import contextlib
 import dataclasses
 import enum
 import json
-import os
 import re
-import tempfile
 from collections.abc import Iterator
 
-from swejax.env.sandbox import SandboxError, SandboxLimits, open_sandbox
+from swejax.env._task_sandbox import task_sandbox
+from swejax.env.sandbox import SandboxError, SandboxLimits
 from swejax.env.sandbox._tools import STATE_DIR
 from swejax.env.scaffold._prompts import render
 from swejax.env.scaffold._reply import Action, parse_reply
-from swejax.tasks import Task, materialize
+from swejax.tasks import Task
 
 # A heredoc after `edit` or `create` whose delimiter is bare (<< EOF) would let the shell expand
 # $names and backquotes inside the new lines; the episode quotes it, as the prompt shows.
@@ -102,7 +101,7 @@ class Episode:
         self.first_message = render(
             "instance",
             repo=task.repo,
-            workdir="/repo",
+            workdir=task.workdir if sandbox.repo is None else "/repo",
             problem_statement=task.problem_statement.strip(),
         )
 
@@ -204,18 +203,16 @@ def open_episode(
 ) -> Iterator[Episode]:
     """An episode on a fresh sandbox over the task's repository, closed on every way out."""
     config = config or ScaffoldConfig()
-    with tempfile.TemporaryDirectory(prefix="swejax-episode-") as scratch:
-        repo = materialize(task, os.path.join(scratch, "repo"))
-        with open_sandbox(repo, runtime=runtime, limits=limits) as sandbox:
-            setup = [f"export SWEJAX_WINDOW={config.window}", *task.setup_commands]
-            for command in setup:
-                result = sandbox.run(command, timeout=600)
-                if result.exit_code != 0:
-                    raise SandboxError(
-                        f"task {task.instance_id}: setup command {command!r} failed "
-                        f"(exit {result.exit_code}): {result.output[-500:]}"
-                    )
-            yield Episode(task, sandbox, config)
+    with task_sandbox(task, runtime, limits) as sandbox:
+        setup = [f"export SWEJAX_WINDOW={config.window}", *task.setup_commands]
+        for command in setup:
+            result = sandbox.run(command, timeout=600)
+            if result.exit_code != 0:
+                raise SandboxError(
+                    f"task {task.instance_id}: setup command {command!r} failed "
+                    f"(exit {result.exit_code}): {result.output[-500:]}"
+                )
+        yield Episode(task, sandbox, config)
 
 
 def run_episode(task: Task, policy, runtime: str = "bwrap", config: ScaffoldConfig | None = None):
