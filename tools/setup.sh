@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Set up swejax on a fresh Debian machine, as root: system packages, the virtual environment,
+# and a Docker engine with the images the docker tests use. Safe to run again.
+#
+#     bash tools/setup.sh            # everything
+#     SWEJAX_NO_DOCKER=1 bash tools/setup.sh   # no Docker engine (the docker tests then skip)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export DEBIAN_FRONTEND=noninteractive
+
+packages=(bubblewrap git python3-pytest python3-venv)
+[[ -z "${SWEJAX_NO_DOCKER:-}" ]] && packages+=(docker.io debootstrap)
+apt-get update -q
+apt-get install -y -q "${packages[@]}"
+
+python3 -m venv .venv
+.venv/bin/pip install -q -e '.[test]'
+
+if [[ -n "${SWEJAX_NO_DOCKER:-}" ]]; then
+  exit 0
+fi
+if ! docker info > /dev/null 2>&1; then
+  # vfs needs no kernel overlay support: slow to copy layers, but it runs anywhere.
+  nohup dockerd --storage-driver=vfs > /var/log/swejax-dockerd.log 2>&1 &
+  for _ in $(seq 60); do
+    docker info > /dev/null 2>&1 && break
+    sleep 1
+  done
+  docker info > /dev/null 2>&1 || { tail -20 /var/log/swejax-dockerd.log; exit 1; }
+fi
+# The base image and the task images the docker tests run (all 20: drop --only).
+.venv/bin/python tools/build_images.py --only swejax__b_roman_repeat,swejax__a_semver_prerelease
