@@ -7,7 +7,14 @@ import sys
 import pytest
 
 from swejax.env.junit import parse_junit
-from swejax.tasks import TaskError, builtin_tasks, load_jsonl, materialize, patch_files
+from swejax.tasks import (
+    TaskError,
+    builtin_tasks,
+    load_hf_dataset,
+    load_jsonl,
+    materialize,
+    patch_files,
+)
 
 RECORD = {
     "instance_id": "octo__lib-1",
@@ -32,8 +39,36 @@ def test_jsonl_loads_swe_bench_and_swe_rebench_forms(tmp_path):
     (task,) = load_jsonl(_write(tmp_path, [json.dumps(RECORD)]))
     assert task.FAIL_TO_PASS == ("tests/test_x.py::test_a",)
     assert task.PASS_TO_PASS == ("tests/test_x.py::test_b",)
-    assert task.image == "swerebench/octo-lib-1"
+    assert task.image == task.docker_image == "swerebench/octo-lib-1"
+    assert task.workdir == "/testbed"  # SWE-bench-style images hold the repository there
     assert task.test_files == ("tests/test_x.py",)
+
+
+def test_hugging_face_datasets_form(monkeypatch):
+    import types
+
+    calls = []
+
+    def load_dataset(name, split, **kwargs):
+        calls.append((name, split, kwargs))
+        return [RECORD, {**RECORD, "instance_id": "octo__lib-2", "PASS_TO_PASS": "[]"}]
+
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
+    tasks = load_hf_dataset("nebius/SWE-rebench", split="test", revision="main")
+    assert [t.instance_id for t in tasks] == ["octo__lib-1", "octo__lib-2"]
+    assert tasks[1].PASS_TO_PASS == () and calls == [
+        ("nebius/SWE-rebench", "test", {"revision": "main"})
+    ]
+
+    def bad(name, split, **kwargs):
+        return [RECORD, {**RECORD, "instance_id": "x", "patch": None}]
+
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=bad))
+    with pytest.raises(TaskError, match=r"nebius/SWE-rebench\[test\]:1: field 'patch'"):
+        load_hf_dataset("nebius/SWE-rebench")
+    monkeypatch.setitem(sys.modules, "datasets", None)  # not installed
+    with pytest.raises(TaskError, match="pip install datasets"):
+        load_hf_dataset("nebius/SWE-rebench")
 
 
 @pytest.mark.parametrize(

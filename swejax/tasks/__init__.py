@@ -1,7 +1,15 @@
-"""Tasks: the SWE-bench schema, loaders (JSONL, built-in), and repositories to run them on."""
+"""Tasks: the SWE-bench schema, loaders (JSONL, Hugging Face datasets, built-in), and
+repositories to run them on."""
 
 from swejax.tasks._builtin import BUILTIN_DIR, builtin_tasks, load_builtin_task, materialize
-from swejax.tasks._task import Task, TaskError, load_jsonl, patch_files, task_from_record
+from swejax.tasks._task import (
+    Task,
+    TaskError,
+    load_hf_dataset,
+    load_jsonl,
+    patch_files,
+    task_from_record,
+)
 
 __all__ = [
     "BUILTIN_DIR",
@@ -9,6 +17,7 @@ __all__ = [
     "TaskError",
     "builtin_tasks",
     "load_builtin_task",
+    "load_hf_dataset",
     "load_jsonl",
     "materialize",
     "patch_files",

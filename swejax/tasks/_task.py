@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 _DIFF_HEADER = re.compile(r"^diff --git a/(\S+) b/(\S+)$", re.MULTILINE)
@@ -82,6 +82,8 @@ def task_from_record(record: Any, where: str, **runtime: Any) -> Task:
             raise TaskError(f"{where}: field {field!r} is missing")
     fields = {field: record[field] for field in _REQUIRED}
     image = record.get("image_name") or record.get("docker_image") or record.get("image") or ""
+    if image and "workdir" not in runtime:
+        runtime["workdir"] = "/testbed"  # where SWE-bench-style images hold the repository
     return Task(
         **fields,
         FAIL_TO_PASS=_test_ids(record["FAIL_TO_PASS"], "FAIL_TO_PASS", where),
@@ -97,18 +99,39 @@ def load_jsonl(path: str) -> list[Task]:
 
 
 def _iter_jsonl(path: str) -> Iterator[Task]:
+    def records() -> Iterator[tuple[str, Any]]:
+        with open(path, encoding="utf-8") as f:
+            for number, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                where = f"{path}:{number}"
+                try:
+                    yield where, json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise TaskError(f"{where}: not valid JSON ({error.msg})") from error
+
+    return _unique_tasks(records())
+
+
+def _unique_tasks(records: Iterable[tuple[str, Any]]) -> Iterator[Task]:
     seen: set[str] = set()
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise TaskError(f"{where}: not valid JSON ({error.msg})") from error
-            task = task_from_record(record, where)
-            if task.instance_id in seen:
-                raise TaskError(f"{where}: instance_id {task.instance_id!r} appears twice")
-            seen.add(task.instance_id)
-            yield task
+    for where, record in records:
+        task = task_from_record(record, where)
+        if task.instance_id in seen:
+            raise TaskError(f"{where}: instance_id {task.instance_id!r} appears twice")
+        seen.add(task.instance_id)
+        yield task
+
+
+def load_hf_dataset(name: str, split: str = "test", **load_kwargs: Any) -> list[Task]:
+    """Tasks from a Hugging Face dataset in SWE-bench / SWE-rebench form (e.g.
+    "princeton-nlp/SWE-bench_Verified" or "nebius/SWE-rebench"), through the optional
+    `datasets` library; a bad record is named as NAME[SPLIT]:INDEX."""
+    try:
+        import datasets
+    except ImportError as error:
+        raise TaskError(
+            "loading a Hugging Face dataset needs the datasets library: pip install datasets"
+        ) from error
+    rows = datasets.load_dataset(name, split=split, **load_kwargs)
+    return list(_unique_tasks((f"{name}[{split}]:{i}", dict(r)) for i, r in enumerate(rows)))

@@ -1,0 +1,103 @@
+"""Environment overhead: sandbox start-up, command round trip, a whole scripted episode, grading.
+
+    python tools/bench_env.py                        # bwrap, and docker when an engine is up
+    python tools/bench_env.py --runtimes bwrap --repeat 20
+
+Prints one JSON object with, per runtime, the median seconds of: opening and closing a sandbox
+over a task's repository; a trivial command (`true`); an editor command (`open`); a scripted
+episode that applies the gold patch with `edit` commands and submits; and grading it. The
+episode's overhead is set against decode time with `--decode-tokens-per-s`: the seconds a model
+decoding at that rate spends on the episode's replies (`--reply-tokens` each), so the ratio says
+whether the environment, overlapped with decoding, can keep up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+from swejax.env._task_sandbox import task_sandbox
+from swejax.env.grading import grade
+from swejax.env.scaffold import patch_commands, run_episode
+from swejax.tasks import builtin_tasks
+
+
+def _median_seconds(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _docker_ready() -> bool:
+    try:
+        import docker
+
+        docker.from_env(timeout=10).ping()
+        return True
+    except Exception:
+        return False
+
+
+def bench_runtime(task, runtime: str, repeat: int) -> dict:
+    def open_close() -> None:
+        with task_sandbox(task, runtime):
+            pass
+
+    row = {"runtime": runtime, "open_close_s": _median_seconds(open_close, max(3, repeat // 4))}
+    with task_sandbox(task, runtime) as sandbox:
+        path = task.patch.split(" b/", 1)[1].split("\n", 1)[0]
+        row["command_true_s"] = _median_seconds(lambda: sandbox.run("true"), repeat)
+        row["command_open_s"] = _median_seconds(lambda: sandbox.run(f"open {path}"), repeat)
+    commands = patch_commands(task.patch)
+
+    def episode():
+        replies = iter(
+            [f"Fix.\n```command\n{c}\n```" for c in commands] + ["```command\nsubmit\n```"]
+        )
+        return run_episode(task, lambda e, o: next(replies), runtime)
+
+    start = time.perf_counter()
+    ended = episode()
+    row["episode_s"] = time.perf_counter() - start
+    row["episode_turns"] = ended.turns
+    start = time.perf_counter()
+    row["resolved"] = grade(task, ended.submission, runtime).resolved
+    row["grade_s"] = time.perf_counter() - start
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runtimes", default="bwrap,docker")
+    parser.add_argument("--task", default="swejax__b_roman_repeat")
+    parser.add_argument("--repeat", type=int, default=10)
+    parser.add_argument("--decode-tokens-per-s", type=float, default=173.0)
+    parser.add_argument("--reply-tokens", type=int, default=300)
+    args = parser.parse_args(argv)
+
+    (task,) = [t for t in builtin_tasks() if t.instance_id == args.task]
+    result: dict = {"bench": "env", "task": task.instance_id, "runtimes": []}
+    for runtime in args.runtimes.split(","):
+        if runtime == "docker" and not _docker_ready():
+            result["runtimes"].append({"runtime": "docker", "skipped": "no Docker engine"})
+            continue
+        row = bench_runtime(task, runtime, args.repeat)
+        # Per turn: one command plus the prompt-line query, against one reply's decode time.
+        decode_s = args.reply_tokens / args.decode_tokens_per_s
+        row["env_s_per_turn"] = row["episode_s"] / row["episode_turns"]
+        row["decode_s_per_turn"] = decode_s
+        row["env_over_decode"] = row["env_s_per_turn"] / decode_s
+        result["runtimes"].append(row)
+    json.dump(result, sys.stdout, indent=2)
+    print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
