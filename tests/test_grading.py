@@ -126,3 +126,62 @@ def test_validate_tasks_mode_reports_each_task(tmp_path, capsys):
     assert main(["validate-tasks", f"--tasks={jsonl}", f"--report={report}"]) == 1
     (row,) = json.loads(report.read_text())["tasks"]
     assert not row["valid"] and "no local repository" in row["error"]
+
+
+def _fake_swebench(monkeypatch, parse):
+    import sys
+    import types
+
+    registry = types.ModuleType("swebench.harness.log_parsers")
+    registry.PARSER_REGISTRY = {"parse_log_pytest": parse}
+    spec_module = types.ModuleType("swebench.types")
+    spec_module.TestSpec = lambda **fields: types.SimpleNamespace(**fields)
+    for name in ("swebench", "swebench.harness"):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    monkeypatch.setitem(sys.modules, "swebench.harness.log_parsers", registry)
+    monkeypatch.setitem(sys.modules, "swebench.types", spec_module)
+
+
+def _pytest_summary(log, spec):
+    """What swebench's pytest parser reads: `-rA` summary lines."""
+    statuses = {}
+    for line in log.splitlines():
+        words = line.replace(" - ", " ").split()
+        if len(words) > 1 and words[0] in ("PASSED", "FAILED", "ERROR", "SKIPPED", "XFAIL"):
+            statuses[words[1]] = words[0]
+    return statuses
+
+
+def test_swebench_log_parser_grading(monkeypatch):
+    _fake_swebench(monkeypatch, _pytest_summary)
+    task = dataclasses.replace(BY_ID["swejax__b_roman_repeat"], log_parser="parse_log_pytest")
+    gold = grade(task, task.patch)
+    assert gold.resolved and set(gold.outcomes.values()) == {"passed"}, gold.log
+    empty = grade(task, "")
+    assert not empty.resolved and "failed" in empty.outcomes.values()
+    unknown = grade(dataclasses.replace(task, log_parser="no_such_parser"), task.patch)
+    assert "no log parser named 'no_such_parser'" in unknown.infrastructure_error
+
+
+def test_a_log_that_claims_success_while_the_run_failed_is_not_trusted(monkeypatch):
+    _fake_swebench(monkeypatch, lambda log, spec: {"t::a": "PASSED"})
+    from swejax.env.swebench_logs import parse_test_log
+
+    task = dataclasses.replace(BY_ID["swejax__b_roman_repeat"], log_parser="parse_log_pytest")
+    assert parse_test_log(task, "PASSED t::a", exit_code=0) == {"t::a": "passed"}
+    assert parse_test_log(task, "PASSED t::a", exit_code=1) == {}
+
+
+def test_swebench_missing_is_an_infrastructure_error(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "swebench.harness.log_parsers", None)
+    task = dataclasses.replace(BY_ID["swejax__b_roman_repeat"], log_parser="parse_log_pytest")
+    result = grade(task, task.patch)
+    assert not result.resolved and "pip install 'swejax[swebench]'" in result.infrastructure_error
+
+
+def test_real_swebench_pytest_parser_when_installed():
+    pytest.importorskip("swebench.harness.log_parsers")
+    task = dataclasses.replace(BY_ID["swejax__b_roman_repeat"], log_parser="parse_log_pytest")
+    assert grade(task, task.patch).resolved and not grade(task, "").resolved

@@ -18,6 +18,7 @@ import shlex
 from swejax.env._task_sandbox import task_sandbox
 from swejax.env.junit import parse_junit
 from swejax.env.sandbox import SandboxError, SandboxLimits
+from swejax.env.swebench_logs import LogParserUnavailable, parse_test_log
 from swejax.tasks import Task
 
 # Files through which a submission could change how tests run or what they report.
@@ -109,7 +110,30 @@ def grade(task: Task, submission: str, runtime: str = "bwrap", timeout: float = 
         return _infrastructure(tests, dropped, str(error))
 
 
+def _run_tests_parsed(sandbox, task: Task, tests: list[str], dropped, timeout: float):
+    """Run the tests and read the log with the swebench parser the task names."""
+    marker = f"===swejax-exit-{secrets.token_hex(8)}==="
+    command = (
+        f"{task.test_command} {' '.join(shlex.quote(t) for t in tests)} > /tmp/log 2>&1;"
+        f" echo {marker}$?; cat /tmp/log"
+    )
+    result = sandbox.run(command, timeout=timeout)
+    _, _, log = result.output.partition(marker)
+    status, _, log = log.partition("\n")
+    if result.timed_out or not status.strip().isdigit():
+        return GradeResult(False, dict.fromkeys(tests, "missing"), True, dropped, log=log[-5000:])
+    try:
+        reported = parse_test_log(task, log, int(status))
+    except LogParserUnavailable as error:
+        return _infrastructure(tests, dropped, str(error))
+    outcomes = {test: reported.get(test, "missing") for test in tests}
+    resolved = all(outcome == "passed" for outcome in outcomes.values())
+    return GradeResult(resolved, outcomes, True, dropped, log=log[-5000:])
+
+
 def _run_tests(sandbox, task: Task, tests: list[str], dropped, timeout: float) -> GradeResult:
+    if task.log_parser:
+        return _run_tests_parsed(sandbox, task, tests, dropped, timeout)
     # The report goes to a name the code under test cannot guess, read back in the same command.
     report = f"/tmp/report-{secrets.token_hex(8)}.xml"
     marker = f"===swejax-report-{secrets.token_hex(8)}==="

@@ -32,6 +32,8 @@ class Task:
     setup_commands: tuple[str, ...] = ()
     test_command: str = "python3 -m pytest -rA -p no:cacheprovider"
     workdir: str = "/repo"  # where the repository is inside the image (SWE-bench: /testbed)
+    log_parser: str = ""  # "": JUnit report; else a swebench parser name, e.g. "parse_log_pytest"
+    version: str = ""  # the SWE-bench record's version (some swebench parsers read it)
 
     @property
     def docker_image(self) -> str:
@@ -84,6 +86,9 @@ def task_from_record(record: Any, where: str, **runtime: Any) -> Task:
     image = record.get("image_name") or record.get("docker_image") or record.get("image") or ""
     if image and "workdir" not in runtime:
         runtime["workdir"] = "/testbed"  # where SWE-bench-style images hold the repository
+    for field in ("log_parser", "version"):
+        if isinstance(record.get(field), str) and field not in runtime:
+            runtime[field] = record[field]
     return Task(
         **fields,
         FAIL_TO_PASS=_test_ids(record["FAIL_TO_PASS"], "FAIL_TO_PASS", where),
