@@ -162,3 +162,17 @@ def test_scripted_episodes_graded_in_the_image(task):
     assert not result.infrastructure_error
     assert episode_reward(result.resolved, episode.turns) == 1.0
     assert not grade(task, "", runtime="docker").resolved
+
+
+def test_validate_tasks_on_docker(tmp_path, capsys):
+    import json
+
+    from swejax.main import main
+
+    report = tmp_path / "report.json"
+    ids = [ROMAN.instance_id, SEMVER.instance_id]
+    args = ["validate-tasks", "--runtime=docker", f"--report={report}"]
+    assert main([*args, *(f"--only={i}" for i in ids)]) == 0
+    assert "2 of 2 tasks valid" in capsys.readouterr().out
+    rows = json.loads(report.read_text())["tasks"]
+    assert all(r["gold_resolved"] and r["empty_resolved"] is False for r in rows)

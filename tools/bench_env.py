@@ -5,10 +5,10 @@
 
 Prints one JSON object with, per runtime, the median seconds of: opening and closing a sandbox
 over a task's repository; a trivial command (`true`); an editor command (`open`); a scripted
-episode that applies the gold patch with `edit` commands and submits; and grading it. The
-episode's overhead is set against decode time with `--decode-tokens-per-s`: the seconds a model
-decoding at that rate spends on the episode's replies (`--reply-tokens` each), so the ratio says
-whether the environment, overlapped with decoding, can keep up.
+episode that applies the gold patch with `edit` commands and submits; and grading it. A
+`--turns`-turn episode's environment time (start-up plus one step per turn) is set against the
+time a model decoding `--decode-tokens-per-s` (default: the 7B at batch 1 on an H100) spends on
+its replies (`--reply-tokens` each): below 1, the environment, overlapped with decoding, keeps up.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import time
 
 from swejax.env._task_sandbox import task_sandbox
 from swejax.env.grading import grade
-from swejax.env.scaffold import patch_commands, run_episode
+from swejax.env.scaffold import open_episode, patch_commands, run_episode
 from swejax.tasks import builtin_tasks
 
 
@@ -54,6 +54,9 @@ def bench_runtime(task, runtime: str, repeat: int) -> dict:
         path = task.patch.split(" b/", 1)[1].split("\n", 1)[0]
         row["command_true_s"] = _median_seconds(lambda: sandbox.run("true"), repeat)
         row["command_open_s"] = _median_seconds(lambda: sandbox.run(f"open {path}"), repeat)
+    with open_episode(task, runtime) as open_one:
+        # One turn as the rollout sees it: the command, then the prompt line's state query.
+        row["turn_s"] = _median_seconds(lambda: open_one.step("```command\nls\n```"), 5)
     commands = patch_commands(task.patch)
 
     def episode():
@@ -79,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--decode-tokens-per-s", type=float, default=173.0)
     parser.add_argument("--reply-tokens", type=int, default=300)
+    parser.add_argument("--turns", type=int, default=40, help="episode length for the ratio")
     args = parser.parse_args(argv)
 
     (task,) = [t for t in builtin_tasks() if t.instance_id == args.task]
@@ -88,11 +92,13 @@ def main(argv: list[str] | None = None) -> int:
             result["runtimes"].append({"runtime": "docker", "skipped": "no Docker engine"})
             continue
         row = bench_runtime(task, runtime, args.repeat)
-        # Per turn: one command plus the prompt-line query, against one reply's decode time.
+        # A T_max-turn episode: start-up and every turn's environment time, against the time
+        # to decode its replies.
         decode_s = args.reply_tokens / args.decode_tokens_per_s
-        row["env_s_per_turn"] = row["episode_s"] / row["episode_turns"]
+        env_s = row["open_close_s"] + args.turns * row["turn_s"]
         row["decode_s_per_turn"] = decode_s
-        row["env_over_decode"] = row["env_s_per_turn"] / decode_s
+        row[f"env_s_per_{args.turns}_turn_episode"] = env_s
+        row["env_over_decode"] = env_s / (args.turns * decode_s)
         result["runtimes"].append(row)
     json.dump(result, sys.stdout, indent=2)
     print()
