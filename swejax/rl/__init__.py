@@ -1,5 +1,18 @@
-"""RL pieces: the reward (and, to come, advantages, the DAPO loss and RFT selection)."""
+"""RL pieces: the reward, group advantages, the DAPO loss, and packing into training rows."""
 
+from swejax.rl._advantages import group_advantages, keep_nonzero
+from swejax.rl._dapo import dapo_loss
+from swejax.rl._packing import PackedBatch, TrainSequence, first_fit, pack
 from swejax.rl._reward import episode_reward, length_penalty
 
-__all__ = ["episode_reward", "length_penalty"]
+__all__ = [
+    "PackedBatch",
+    "TrainSequence",
+    "dapo_loss",
+    "episode_reward",
+    "first_fit",
+    "group_advantages",
+    "keep_nonzero",
+    "length_penalty",
+    "pack",
+]

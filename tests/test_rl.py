@@ -1,0 +1,102 @@
+"""Group advantages, the DAPO loss, and packing (against direct references)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from swejax.rl import TrainSequence, dapo_loss, first_fit, group_advantages, keep_nonzero, pack
+
+
+def test_group_advantages():
+    rewards = [1.0, 0.0, 0.0, 1.0, 0.5, 0.5, 0.5, 1.0]
+    groups = ["a", "a", "a", "a", "b", "b", "b", "c"]
+    adv = group_advantages(rewards, groups)
+    # group a: mean 0.5, population std 0.5
+    np.testing.assert_allclose(adv[:4], np.array([1, -1, -1, 1]) * 0.5 / (0.5 + 1e-6))
+    assert np.all(adv[4:] == 0.0)  # equal rewards and a group of one: exactly zero
+    assert keep_nonzero(adv).tolist() == [True] * 4 + [False] * 4
+    # Length-penalised rewards (1 - 0.5 and 0) keep their order.
+    adv = group_advantages([0.5, 0.0, 1.0], [0, 0, 0])
+    assert adv[2] > adv[0] > adv[1]
+    with pytest.raises(ValueError, match="3 rewards for 2 group ids"):
+        group_advantages([1, 2, 3], [0, 0])
+    with pytest.raises(ValueError, match="finite"):
+        group_advantages([np.nan], [0])
+
+
+def _reference_loss(logp, old, adv, mask, eps_low, eps_high):
+    ratio = np.exp(logp - old)
+    surrogate = np.minimum(
+        ratio * adv[:, None], np.clip(ratio, 1 - eps_low, 1 + eps_high) * adv[:, None]
+    )
+    return -(surrogate * mask).sum() / mask.sum()
+
+
+def test_dapo_loss_matches_the_formula_and_counts_clipping():
+    rng = np.random.default_rng(0)
+    logp = rng.normal(-2, 0.5, (4, 9)).astype(np.float32)
+    old = (logp + rng.normal(0, 0.3, (4, 9))).astype(np.float32)
+    adv = np.array([1.0, -1.0, 0.5, -0.2], np.float32)
+    mask = rng.random((4, 9)) < 0.7
+    loss, metrics = dapo_loss(logp, old, adv, mask, 0.2, 0.28)
+    np.testing.assert_allclose(loss, _reference_loss(logp, old, adv, mask, 0.2, 0.28), rtol=1e-5)
+    ratio = np.exp(logp - old)
+    high = ((ratio > 1.28) & (adv[:, None] > 0) & mask).sum()
+    low = ((ratio < 0.8) & (adv[:, None] < 0) & mask).sum()
+    assert metrics["clip_high"] == high and metrics["clip_low"] == low and high + low > 0
+    assert metrics["tokens"] == mask.sum()
+
+
+def test_token_mean_is_the_same_however_the_batch_is_split():
+    rng = np.random.default_rng(1)
+    logp = rng.normal(-2, 0.5, (6, 7)).astype(np.float32)
+    old = (logp + rng.normal(0, 0.2, (6, 7))).astype(np.float32)
+    adv = rng.normal(size=6).astype(np.float32)
+    mask = rng.random((6, 7)) < 0.6
+    whole, _ = dapo_loss(logp, old, adv, mask)
+    total = mask.sum()
+    parts = [
+        dapo_loss(logp[s], old[s], adv[s], mask[s], num_tokens=total)[0]
+        for s in (slice(0, 1), slice(1, 6))
+    ]
+    np.testing.assert_allclose(whole, sum(parts), rtol=1e-6)
+
+
+def test_clipped_tokens_carry_no_gradient_and_on_policy_is_the_policy_gradient():
+    adv = jnp.array([1.0, -1.0])
+    mask = jnp.ones((2, 3), bool)
+    old = jnp.zeros((2, 3))
+    # ratio e^0.5 > 1.28 with A > 0: clipped, no gradient; ratio e^-0.5 < 0.8 with A < 0: clipped.
+    logp = jnp.array([[0.5, 0.0, 0.1], [-0.5, 0.0, -0.1]])
+    grad = jax.grad(lambda lp: dapo_loss(lp, old, adv, mask, 0.2, 0.28)[0])(logp)
+    assert grad[0, 0] == 0 and grad[1, 0] == 0
+    # On policy (ratio 1): d loss / d logp = -A / N for every action token.
+    grad = jax.grad(lambda lp: dapo_loss(lp, old, adv, mask)[0])(jnp.zeros((2, 3)))
+    np.testing.assert_allclose(grad, -np.array([[1.0] * 3, [-1.0] * 3]) / 6, rtol=1e-6)
+
+
+def _sequence(n, start, advantage=1.0):
+    tokens = list(range(start, start + n))
+    return TrainSequence(tokens, [i % 2 == 1 for i in range(n)], [-0.5] * n, advantage)
+
+
+def test_pack_places_each_sequence_as_a_segment():
+    sequences = [_sequence(n, 10 * i) for i, n in enumerate([5, 3, 8, 2, 6])]
+    batch = pack(sequences, row_length=8)
+    assert batch.tokens.shape == (3, 8) and batch.fill_ratio == 24 / 24
+    for s, (row, start, length) in zip(sequences, batch.placement, strict=True):
+        assert batch.tokens[row, start : start + length].tolist() == list(s.tokens)
+        assert batch.positions[row, start : start + length].tolist() == list(range(length))
+        segment = batch.segment_ids[row, start]
+        assert segment > 0 and np.all(batch.segment_ids[row, start : start + length] == segment)
+        assert not batch.loss_mask[row, start]  # nothing predicts a segment's first token
+        assert batch.loss_mask[row, start + 1 : start + length].tolist() == list(s.loss_mask[1:])
+    padded = pack(sequences[:2], row_length=8, num_rows=2)
+    assert padded.tokens.shape == (2, 8) and padded.fill_ratio == 8 / 16
+    assert np.all(padded.segment_ids[1] == 0)
+    with pytest.raises(ValueError, match="more than a row"):
+        pack([_sequence(9, 0)], row_length=8)
+    with pytest.raises(ValueError, match="need 3 rows"):
+        pack(sequences, row_length=8, num_rows=2)
+    assert first_fit([4, 4, 4], 8) == [[0, 1], [2]]

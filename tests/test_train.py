@@ -1,0 +1,146 @@
+"""The train step: packed log-probabilities, gradient accumulation, skipped non-finite steps,
+sharding, and that the losses actually train."""
+
+import dataclasses
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from swejax.models import build_model, place_state, preset
+from swejax.rl import TrainSequence, pack
+from swejax.sharding import activation_mesh, make_mesh, named_sharding
+from swejax.train import (
+    OptimizerConfig,
+    Trainer,
+    accumulated_gradients,
+    learning_rate_schedule,
+    token_logprobs,
+)
+
+CFG = preset("tiny", dtype="float32", param_dtype="float32")
+
+
+def _batch(seed=0, rows=4, row_length=32, sequences=6):
+    rng = np.random.default_rng(seed)
+    items = []
+    for _ in range(sequences):
+        n = int(rng.integers(6, 16))
+        items.append(
+            TrainSequence(
+                rng.integers(0, CFG.vocab_size, n).tolist(),
+                (rng.random(n) < 0.6).tolist(),
+                rng.normal(-8.3, 0.1, n).tolist(),  # about log(1/4096): near the tiny model's
+                float(rng.normal()),
+            )
+        )
+    return items, pack(items, row_length, num_rows=rows)
+
+
+def _fields(packed):
+    return {
+        f.name: getattr(packed, f.name) for f in dataclasses.fields(packed) if f.name != "placement"
+    }
+
+
+def test_packed_logprobs_equal_each_sequence_alone():
+    model = build_model(CFG, seed=0)
+    items, packed = _batch()
+    logprobs, entropy = token_logprobs(model, packed.tokens, packed.positions, packed.segment_ids)
+    for item, (row, start, length) in zip(items, packed.placement, strict=True):
+        tokens = np.asarray(item.tokens)[None]
+        alone = jax.nn.log_softmax(model(tokens)[0, :-1], -1)
+        expected = np.take_along_axis(np.asarray(alone), tokens[0, 1:, None], -1)[:, 0]
+        np.testing.assert_allclose(logprobs[row, start + 1 : start + length], expected, atol=1e-5)
+        assert logprobs[row, start] == 0.0 and entropy[row, start] == 0.0
+
+
+def _params(model):
+    return jax.tree.map(np.asarray, nnx.state(model))
+
+
+def _gradient(micro, fields, mesh=None):
+    """The whole batch's gradient, accumulated over `micro` micro-batches (on `mesh`)."""
+    model = build_model(CFG, seed=0)
+    if mesh is not None:
+        model = place_state(model, mesh)
+        fields = {
+            k: jax.device_put(v, named_sharding(mesh, ("batch", "seq"), v.shape))
+            for k, v in fields.items()
+        }
+    graphdef, params = nnx.split(model)
+    gradients = jax.jit(accumulated_gradients, static_argnums=(0, 1, 2, 3, 4))
+    with activation_mesh(mesh):
+        grads, loss, metrics, tokens = gradients(graphdef, "dapo", micro, 0.2, 0.28, params, fields)
+    return jax.tree.map(np.asarray, grads), {"loss": float(loss), "tokens": float(tokens)}
+
+
+def _assert_close(a, b):
+    """Equal up to float32 reordering: relative to each tensor's largest entry (sums of many
+    cancelling terms, as in the embedding's gradient, lose digits relative to themselves)."""
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * float(np.abs(b).max()))
+
+
+def test_gradient_accumulation_equals_the_whole_batch():
+    fields = _fields(_batch()[1])
+    whole, m1 = _gradient(1, fields)
+    split, m4 = _gradient(4, fields)
+    jax.tree.map(_assert_close, whole, split)
+    assert abs(m1["loss"] - m4["loss"]) < 1e-6 and m1["tokens"] == m4["tokens"]
+    assert max(float(np.abs(g).max()) for g in jax.tree.leaves(whole)) > 0
+
+
+def test_sharded_step_equals_unsharded():
+    fields = _fields(_batch()[1])
+    plain, m_plain = _gradient(2, fields)
+    sharded, m_sharded = _gradient(2, fields, make_mesh(data=2, fsdp=2, tensor=2))
+    jax.tree.map(_assert_close, plain, sharded)
+    assert abs(m_plain["loss"] - m_sharded["loss"]) < 1e-6
+    model = place_state(build_model(CFG, seed=0), make_mesh(data=2, fsdp=2, tensor=2))
+    trainer = Trainer(model, OptimizerConfig(), mesh=make_mesh(data=2, fsdp=2, tensor=2))
+    assert not trainer.step(fields)["skipped"]  # the Trainer places rows on the mesh itself
+
+
+def test_a_non_finite_step_is_skipped_not_applied():
+    fields = _fields(_batch()[1])
+    fields["advantages"] = np.where(fields["loss_mask"], np.nan, 0.0).astype(np.float32)
+    model = build_model(CFG, seed=0)
+    before = _params(model)
+    trainer = Trainer(model, OptimizerConfig(learning_rate=1e-3), "dapo")
+    metrics = trainer.step(fields)
+    assert metrics["skipped"] and not np.isfinite(metrics["loss"])
+    jax.tree.map(np.testing.assert_array_equal, before, _params(model))
+    assert not trainer.step(_fields(_batch()[1]))["skipped"]  # the next good step applies
+
+
+@pytest.mark.parametrize("objective", ["sft", "dapo"])
+def test_the_objectives_train(objective):
+    model = build_model(CFG, seed=0)
+    _, packed = _batch(seed=3)
+    fields = _fields(packed)
+    fields["advantages"] = np.where(packed.segment_ids > 0, 1.0, 0.0).astype(np.float32)
+    trainer = Trainer(model, OptimizerConfig(learning_rate=3e-3, weight_decay=0.0), objective)
+    first = token_logprobs(model, packed.tokens, packed.positions, packed.segment_ids)[0]
+    for _ in range(8):
+        metrics = trainer.step(fields)
+        fields["old_logprobs"] = np.asarray(  # on-policy each step, as a fresh rollout would be
+            token_logprobs(model, packed.tokens, packed.positions, packed.segment_ids)[0]
+        )
+    last = token_logprobs(model, packed.tokens, packed.positions, packed.segment_ids)[0]
+    mask = packed.loss_mask
+    assert float(last[mask].mean()) > float(first[mask].mean()) + 0.5  # positive advantage: up
+    assert not metrics["skipped"] and trainer.step_count == 8
+
+
+def test_learning_rate_schedules():
+    cosine = learning_rate_schedule(
+        OptimizerConfig(
+            learning_rate=5e-6, schedule="warmup_cosine", warmup_steps=10, total_steps=110
+        )
+    )
+    assert float(cosine(0)) == 0.0 and abs(float(cosine(10)) - 5e-6) < 1e-12
+    assert abs(float(cosine(60)) - 2.5e-6) < 1e-9 and float(cosine(110)) == 0.0
+    assert float(learning_rate_schedule(OptimizerConfig())(1000)) == 1e-6
+    with pytest.raises(ValueError, match="unknown schedule"):
+        learning_rate_schedule(OptimizerConfig(schedule="linear"))
