@@ -1,0 +1,109 @@
+"""Rollouts over the engine: trajectories are exactly what the sampler saw and produced."""
+
+import dataclasses
+import os
+
+import numpy as np
+import pytest
+
+from swejax.env.sandbox import bwrap_available
+from swejax.env.scaffold import ScaffoldConfig
+from swejax.models import build_model, preset
+from swejax.rl import length_penalty
+from swejax.rollout import RolloutConfig, RolloutRunner, read_trajectories
+from swejax.sampling import Engine, EngineConfig, SamplingParams
+from swejax.tasks import builtin_tasks
+from swejax.tokenizer import im_end_id, load_tokenizer, render_conversation
+from swejax.train import token_logprobs
+
+if not bwrap_available():
+    if os.environ.get("CI"):
+        raise RuntimeError("CI must install bubblewrap (see .ci/run)")
+    pytest.skip("bubblewrap is not installed", allow_module_level=True)
+
+TOKENIZER = load_tokenizer()
+TASKS = {t.instance_id: t for t in builtin_tasks()}
+
+
+@pytest.fixture(scope="module")
+def model():
+    return build_model(preset("tiny", dtype="float32", param_dtype="float32"), seed=0)
+
+
+def _runner(model, slots=3, max_turns=3, max_reply=24, capacity=4096):
+    engine = Engine(
+        model,
+        EngineConfig(
+            num_slots=slots,
+            capacity=capacity,
+            page_size=64,
+            chunk=256,
+            steps_per_call=16,
+            stop_tokens=(im_end_id(TOKENIZER),),
+        ),
+        SamplingParams(temperature=1.0),
+        seed=0,
+    )
+    config = RolloutConfig(
+        max_reply_tokens=max_reply,
+        workers=4,
+        l_thr=min(10, max_turns - 1),
+        scaffold=ScaffoldConfig(max_turns=max_turns),
+    )
+    return RolloutRunner(engine, TOKENIZER, config)
+
+
+def test_rollout_trajectories_are_token_exact(model, tmp_path):
+    jobs = [(TASKS["swejax__b_roman_repeat"], g) for g in range(2)]
+    jobs += [(TASKS["swejax__a_duration_days"], g) for g in range(2)]
+    path = str(tmp_path / "iter_00000.jsonl")
+    trajectories, stats = _runner(model).run(jobs, output_path=path)  # 4 jobs on 3 slots
+    assert sorted((t.task_id, t.group) for t in trajectories) == sorted(
+        (task.instance_id, g) for task, g in jobs
+    )
+    on_disk = list(read_trajectories(path))
+    assert [t.to_json() for t in on_disk] == [t.to_json() for t in trajectories]
+    for t in trajectories:
+        # A random tiny model never writes a command block: three format errors, turn limit.
+        assert t.end_reason == "turn_limit" and t.num_turns == 3
+        assert t.format_error_turns == [0, 1, 2]
+        assert not t.resolved and not t.infrastructure_error
+        assert t.reward == length_penalty(3, l_thr=2, t_max=3) == -1.0  # R_tests 0 + R_length
+        task = TASKS[t.task_id]
+        prompt = render_conversation(
+            TOKENIZER,
+            [{"role": "system", "content": ""}, {"role": "user", "content": ""}],
+        )
+        assert t.tokens[0] == prompt.ids[0]
+        assert len(t.tokens) == len(t.loss_mask) == len(t.logprobs)
+        mask = np.asarray(t.loss_mask)
+        assert mask.sum() == sum(end - start for start, end in t.turns)
+        assert all(mask[start:end].all() for start, end in t.turns)
+        assert np.all(np.asarray(t.logprobs)[~mask] == 0.0)
+        assert task.problem_statement.strip()[:40] in TOKENIZER.decode(t.tokens)
+        # The sampler's log-probabilities are the training forward's on the same tokens.
+        tokens = np.asarray(t.tokens, np.int32)[None]
+        positions = np.arange(tokens.shape[1], dtype=np.int32)[None]
+        trained, _ = token_logprobs(model, tokens, positions, np.ones_like(tokens))
+        gap = np.abs(np.asarray(trained)[0][mask] - np.asarray(t.logprobs)[mask]).max()
+        assert gap < 1e-4, gap
+    # Linear prefill: every token but each trajectory's last went through the model once.
+    assert stats.model_tokens == sum(len(t.tokens) - 1 for t in trajectories)
+    assert stats.sampled_tokens == sum(sum(t.loss_mask) for t in trajectories)
+    assert 0.0 <= stats.idle_fraction < 1.0 and stats.trajectories == 4
+
+
+def test_a_context_that_fills_up_ends_the_episode(model):
+    runner = _runner(model, slots=1, max_turns=40, max_reply=64, capacity=1408)
+    (t,), _ = runner.run([(TASKS["swejax__b_roman_repeat"], 0)])
+    assert t.end_reason == "context_full" and len(t.tokens) <= 1408
+    assert not t.infrastructure_error and t.reward == 0.0
+
+
+def test_a_sandbox_that_cannot_start_is_an_infrastructure_error(model):
+    broken = dataclasses.replace(TASKS["swejax__b_roman_repeat"], setup_commands=("false",))
+    (t,), _ = _runner(model, slots=1).run([(broken, 0)])
+    assert (
+        t.end_reason == "sandbox_error" and "setup command 'false' failed" in t.infrastructure_error
+    )
+    assert t.tokens == []
