@@ -107,3 +107,41 @@ def test_a_sandbox_that_cannot_start_is_an_infrastructure_error(model):
         t.end_reason == "sandbox_error" and "setup command 'false' failed" in t.infrastructure_error
     )
     assert t.tokens == []
+
+
+def test_demonstrations_are_laid_out_as_chat_and_resolve():
+    from swejax.rl import rft_sequences
+    from swejax.rollout import demonstrate
+
+    task = TASKS["swejax__b_confmerge_shared"]  # two files: two edits, then submit
+    config = RolloutConfig(scaffold=ScaffoldConfig(max_turns=40))
+    t = demonstrate(task, TOKENIZER, config)
+    assert t.resolved and t.reward == 1.0 and t.end_reason == "submitted" and t.num_turns == 3
+    # Token for token the ChatML conversation of the episode (less the last turn's "\n"), with
+    # the loss on exactly the assistant content and its <|im_end|>.
+    text = TOKENIZER.decode(t.tokens)
+    assert text.count("<|im_start|>assistant\n") == 3 and text.endswith("submit\n```<|im_end|>")
+    from swejax.env.scaffold import run_episode
+    from swejax.rollout import demonstration_replies
+
+    replies = iter(demonstration_replies(task))
+    episode = run_episode(task, lambda e, o: next(replies))
+    messages = [
+        {"role": "system", "content": episode.system_prompt},
+        {"role": "user", "content": episode.first_message},
+    ]
+    for step in episode.steps:
+        messages.append({"role": "assistant", "content": step.reply})
+        if step.observation:
+            messages.append({"role": "observation", "content": step.observation})
+    chat = render_conversation(TOKENIZER, messages)
+    assert t.tokens == chat.ids[:-1] and t.loss_mask == chat.loss_mask[:-1]
+
+    sequences = rft_sequences([t, dataclasses.replace(t, resolved=False)])
+    assert len(sequences) == 1 and sequences[0].loss_mask == t.loss_mask
+    t.format_error_turns = [0]
+    (masked,) = rft_sequences([t])
+    start, end = t.turns[0]
+    assert not any(masked.loss_mask[start:end]) and all(
+        masked.loss_mask[t.turns[1][0] : t.turns[1][1]]
+    )

@@ -1,18 +1,22 @@
-"""RL pieces: the reward, group advantages, the DAPO loss, and packing into training rows."""
+"""RL pieces: the reward, group advantages, the DAPO loss, RFT and DAPO training sequences, and
+packing into training rows."""
 
 from swejax.rl._advantages import group_advantages, keep_nonzero
 from swejax.rl._dapo import dapo_loss
 from swejax.rl._packing import PackedBatch, TrainSequence, first_fit, pack
 from swejax.rl._reward import episode_reward, length_penalty
+from swejax.rl._rft import dapo_sequences, rft_sequences
 
 __all__ = [
     "PackedBatch",
     "TrainSequence",
     "dapo_loss",
+    "dapo_sequences",
     "episode_reward",
     "first_fit",
     "group_advantages",
     "keep_nonzero",
     "length_penalty",
     "pack",
+    "rft_sequences",
 ]

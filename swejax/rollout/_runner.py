@@ -68,6 +68,24 @@ def _open(task: Task, config: RolloutConfig) -> tuple[Episode, Callable[[], None
     return episode, lambda: manager.__exit__(None, None, None)
 
 
+def prompt_ids(tokenizer, episode: Episode) -> list[int]:
+    """The system prompt and the task, then the header of the first reply."""
+    messages = [
+        {"role": "system", "content": episode.system_prompt},
+        {"role": "user", "content": episode.first_message},
+    ]
+    return render_conversation(tokenizer, messages, add_generation_prompt=True).ids
+
+
+def observation_ids(tokenizer, observation: str, reply_closed: bool) -> list[int]:
+    """What follows a reply: its turn's end (`<|im_end|>` too, if the reply was cut off before
+    sampling it), the observation as a user turn, and the header of the next reply."""
+    ids = [] if reply_closed else [im_end_id(tokenizer)]
+    ids += tokenizer.encode("\n", add_special_tokens=False)
+    ids += render_turn(tokenizer, "observation", observation).ids
+    return ids + generation_prompt(tokenizer)
+
+
 class RolloutRunner:
     """Runs (task, group) jobs over `engine`'s slots; see the module docstring."""
 
@@ -76,7 +94,6 @@ class RolloutRunner:
             raise ValueError("the engine must stop on <|im_end|> (EngineConfig.stop_tokens)")
         self.engine, self.tokenizer, self.config, self.grader = engine, tokenizer, config, grader
         self.im_end = im_end_id(tokenizer)
-        self.newline = tokenizer.encode("\n", add_special_tokens=False)
 
     def run(
         self,
@@ -153,18 +170,10 @@ class RolloutRunner:
             stats.decode_s += time.perf_counter() - begun
 
     def _start(self, slot: int, state: _Slot, stats: RolloutStats) -> None:
-        episode = state.episode
-        prompt = render_conversation(
-            self.tokenizer,
-            [
-                {"role": "system", "content": episode.system_prompt},
-                {"role": "user", "content": episode.first_message},
-            ],
-            add_generation_prompt=True,
-        )
-        state.trajectory.add_context(prompt.ids)
-        self._engine_call(stats, self.engine.prefill, slot, prompt.ids)
-        stats.model_tokens += len(prompt.ids) - 1  # the last is fed by the first decode step
+        ids = prompt_ids(self.tokenizer, state.episode)
+        state.trajectory.add_context(ids)
+        self._engine_call(stats, self.engine.prefill, slot, ids)
+        stats.model_tokens += len(ids) - 1  # the last is fed by the first decode step
         self._start_turn(slot, state, stats)
 
     def _start_turn(self, slot: int, state: _Slot, stats: RolloutStats) -> None:
@@ -202,12 +211,8 @@ class RolloutRunner:
 
     def _continue(self, slot, state: _Slot, pool, pending, stats) -> None:
         """Append the observation (closing the reply's turn if it was cut short), then sample."""
-        step = state.episode.steps[-1]
-        last_turn = state.trajectory.turns[-1]
-        closed = state.trajectory.tokens[last_turn[1] - 1] == self.im_end
-        ids = ([] if closed else [self.im_end]) + self.newline
-        ids += render_turn(self.tokenizer, "observation", step.observation).ids
-        ids += generation_prompt(self.tokenizer)
+        closed = state.trajectory.tokens[-1] == self.im_end
+        ids = observation_ids(self.tokenizer, state.episode.steps[-1].observation, closed)
         try:
             self._engine_call(stats, self.engine.extend, slot, ids)
         except ContextFull:
