@@ -24,6 +24,8 @@ import ml_collections
 _CHOICES: dict[str, tuple[str, ...]] = {
     "model.dtype": ("float32", "bfloat16"),
     "model.param_dtype": ("float32", "bfloat16"),
+    "tasks.runtime": ("bwrap", "docker"),
+    "dapo.pi_old": ("sampler", "recompute"),
 }
 
 _TRUE_WORDS = ("true", "1")
@@ -35,7 +37,9 @@ class ConfigError(ValueError):
 
 
 def default_config() -> ml_collections.ConfigDict:
-    """The embedded default: a tiny model on whatever devices are present (a CPU is enough)."""
+    """The embedded default: the demo. A tiny model on whatever devices are present (a CPU is
+    enough) learns four built-in tasks: RFT from gold demonstrations, then DAPO iterations.
+    Values that differ from the paper's say so; configs/qwen25_72b_*.py hold the paper's."""
     config = ml_collections.ConfigDict()
     config.name = "tiny"  # the run writes runs/<name>/
     config.seed = 0
@@ -56,6 +60,71 @@ def default_config() -> ml_collections.ConfigDict:
     config.mesh.fsdp = -1
     config.mesh.tensor = 1
     config.mesh.context = 1
+
+    # Tasks: "builtin", a JSONL file of SWE-bench records, or "hf:NAME:SPLIT".
+    config.tasks = ml_collections.ConfigDict()
+    config.tasks.source = "builtin"
+    # The demo learns four small built-in tasks (a tiny model cannot learn all twenty in minutes).
+    config.tasks.train = (
+        "swejax__b_mdtable_empty,swejax__b_paginator,"
+        "swejax__a_median_even_length,swejax__b_roman_repeat"
+    )  # comma-separated instance ids; "" = every task not held out
+    config.tasks.eval = ""  # held-out instance ids for evaluation; "" = the training tasks
+    config.tasks.runtime = "bwrap"  # sandbox runtime: bwrap or docker
+
+    config.scaffold = ml_collections.ConfigDict()
+    config.scaffold.max_turns = 4  # T_max (the paper: 40, then 80)
+    config.scaffold.window = 8  # lines shown by open / goto / scroll (SWE-agent: 100)
+    config.scaffold.max_observation_chars = 10_000
+    config.scaffold.command_timeout = 120.0
+    config.scaffold.prompts = "compact"  # "" (the full prompts), "compact", or a folder
+
+    config.rollout = ml_collections.ConfigDict()
+    config.rollout.slots = 8  # episodes decoding at once
+    config.rollout.capacity = 1024  # tokens per trajectory (the context; paper: 65k, 131k)
+    config.rollout.page_size = 64
+    config.rollout.num_pages = 0  # KV pages in the pool; 0: every slot at full capacity
+    config.rollout.max_reply_tokens = 160
+    config.rollout.steps_per_call = 32
+    config.rollout.workers = 8  # threads stepping sandboxes and grading
+    config.rollout.temperature = 1.0  # RL rollouts sample the policy as it is: no filters
+
+    # Phase 1: rejection fine-tuning. source: "" (skip), "demonstrations" (gold patches through
+    # the scaffold), "policy" (the model's own successful rollouts), or a trajectories JSONL.
+    config.rft = ml_collections.ConfigDict()
+    config.rft.source = "demonstrations"
+    config.rft.attempts = 10  # rollouts per task when the source is the policy
+    config.rft.epochs = 200  # the paper: 1 (over 6,548 trajectories)
+    config.rft.batch_size = 4  # trajectories per optimizer step (paper: 64)
+    config.rft.learning_rate = 1e-2  # paper: 5e-6
+    config.rft.warmup_steps = 5  # paper: 10
+    config.rft.weight_decay = 0.0  # paper: 0.1
+    config.rft.mask_format_errors = True
+
+    # Phase 2: multi-turn DAPO.
+    config.dapo = ml_collections.ConfigDict()
+    config.dapo.iterations = 6
+    config.dapo.tasks_per_iteration = 4  # paper: 300, then 100
+    config.dapo.group_size = 4  # G rollouts per task (paper: 10)
+    config.dapo.batch_size = 8  # trajectories per optimizer step (paper: 128, then 256)
+    config.dapo.eps_low = 0.2
+    config.dapo.eps_high = 0.3  # paper: 0.3, then 0.26
+    config.dapo.learning_rate = 1e-4  # paper: 1e-6 (1e-3 undoes the tiny model's RFT)
+    config.dapo.weight_decay = 0.0  # paper: 0.1
+    config.dapo.l_thr = 3  # length penalty threshold in turns (paper: 10)
+    config.dapo.pi_old = "sampler"  # "sampler" logprobs or "recompute" with a forward pass
+
+    # Both phases.
+    config.train = ml_collections.ConfigDict()
+    config.train.row_length = 0  # tokens per packed row; 0: rollout.capacity
+    config.train.micro_batches = 1  # gradient accumulation steps per optimizer step
+    config.train.grad_clip = 1.0
+    config.train.checkpoint_keep = 2
+
+    config.eval = ml_collections.ConfigDict()
+    config.eval.every = 0  # iterations between evaluations; 0: only before and after
+    config.eval.runs = 4  # k runs per task: Pass@1 is their mean, Pass@k the unbiased estimate
+    config.eval.temperature = 1.0
     return config
 
 

@@ -24,7 +24,7 @@ from swejax.config import ConfigError, load_config
 _PROG = "python -m swejax.main"
 _DEFAULT_MODE = "train"
 _MODES: dict[str, str] = {
-    "train": "RL training, RFT then DAPO (the default; not built yet, runs `check` instead)",
+    "train": "RL training: RFT, then DAPO iterations, resumable (the default)",
     "check": "build the mesh and the model, run one forward pass, print a summary",
     "convert": "convert checkpoints: --from-hf DIR --to DIR, or --from DIR --to-hf DIR",
     "eval": "evaluate a checkpoint on a task set (not built yet)",
@@ -100,12 +100,7 @@ def _run(args: list[str]) -> int:
         _check_convert_arguments(options)
     config = load_config(options.config, overrides)
     if mode == "train":
-        print(
-            "swejax: the training pipeline (mode 'train') is not built yet; "
-            "running the model check instead",
-            file=sys.stderr,
-        )
-        return _run_check(config, batch_size=None, seq_len=_CHECK_SEQ_LEN)
+        return _run_train(config)
     if mode == "check":
         return _run_check(config, batch_size=options.batch_size, seq_len=options.seq_len)
     if mode == "validate-tasks":
@@ -236,6 +231,59 @@ def _log_to_stderr() -> None:
 # --- modes ------------------------------------------------------------------------------------
 
 
+def _run_train(config: ml_collections.ConfigDict) -> int:
+    """RFT, then DAPO iterations, in runs/<name>/ (a re-run resumes); a summary at the end."""
+    from swejax import models
+    from swejax.loop import Loop, LoopError, select_tasks
+
+    mesh = _build_mesh(config.mesh)
+    model_cfg = _from_user_input(
+        "cannot resolve config.model", models.model_config_from, config.model
+    )
+    model = _build_model(config, model_cfg, mesh)
+    _, tokenizer, _ = _check_tokenizer(config, model_cfg.vocab_size)
+    tasks = _load_tasks(config.tasks.source)
+    try:
+        train_tasks, eval_tasks = select_tasks(tasks, config.tasks.train, config.tasks.eval)
+        loop = Loop(config, mesh, model, tokenizer, train_tasks, eval_tasks)
+        logger.info(
+            "run %s: %d training tasks, %d evaluation tasks, %s parameters",
+            loop.run.path,
+            len(train_tasks),
+            len(eval_tasks),
+            f"{models.count_params(model_cfg):,}",
+        )
+        metrics = loop.train()
+    except LoopError as error:
+        raise _UserError(str(error)) from error
+    print(_summary_table(metrics, loop.run.path))
+    return 0
+
+
+def _summary_table(metrics: list[dict], path: str) -> str:
+    lines = [f"run {path}", "", "stage          reward  pass   submits  turns  pass@1 (stderr)"]
+    for row in metrics:
+        if row["kind"] == "rft":
+            lines.append(
+                f"rft            trained on {row['trained_on']} of {row['trajectories']}, "
+                f"loss {row['loss_first']:.3f} -> {row['loss_last']:.3f}"
+            )
+        elif row["kind"] == "dapo":
+            lines.append(
+                f"iteration {row['iteration']:<4} {row['reward']:6.3f}  {row['pass_rate']:5.3f}"
+                f"  {row['submits']:7d}  {row['mean_turns']:5.1f}"
+            )
+        else:
+            k = row["runs"]
+            stage = row["stage"] if row["stage"] != "dapo" else f"it {row['iterations']}"
+            lines.append(
+                f"eval {stage:<9} {row['reward']:6.3f}  "
+                f"{row['pass_rate']:5.3f}  {row['submits']:7d}  {row['mean_turns']:5.1f}  "
+                f"{row['pass@1']:.3f} ({row['pass@1_stderr']:.3f}), pass@{k} {row[f'pass@{k}']:.3f}"
+            )
+    return "\n".join(lines)
+
+
 def _run_check(config: ml_collections.ConfigDict, batch_size: int | None, seq_len: int) -> int:
     """Mesh, model and one forward pass on random tokens, with a summary on stdout."""
     import jax
@@ -254,19 +302,7 @@ def _run_check(config: ml_collections.ConfigDict, batch_size: int | None, seq_le
         else f"preset {config.model.preset}"
     )
     logger.info("building the model (%s) on mesh %s", source, dict(mesh.shape))
-    if config.model.checkpoint:
-        model = _from_user_input(
-            f"cannot load checkpoint {config.model.checkpoint}",
-            models.load_hf_checkpoint,
-            config.model.checkpoint,
-            dtype=config.model.dtype,
-            mesh=mesh,
-            param_dtype=config.model.param_dtype,
-            remat=config.model.remat,
-            attention=config.model.attention,
-        )
-    else:
-        model = models.build_model(model_cfg, mesh, seed=config.seed)
+    model = _build_model(config, model_cfg, mesh)
 
     tokenizer_line, tokenizer, chat = _check_tokenizer(config, model_cfg.vocab_size)
     rows = batch_size or mesh.shape["data"] * mesh.shape["fsdp"]
@@ -462,6 +498,36 @@ def _mark(value: bool | None) -> str:
 
 
 # --- helpers ----------------------------------------------------------------------------------
+
+
+def _build_model(config: ml_collections.ConfigDict, model_cfg: Any, mesh: Any) -> Any:
+    from swejax import models
+
+    if config.model.checkpoint:
+        return _from_user_input(
+            f"cannot load checkpoint {config.model.checkpoint}",
+            models.load_hf_checkpoint,
+            config.model.checkpoint,
+            dtype=config.model.dtype,
+            mesh=mesh,
+            param_dtype=config.model.param_dtype,
+            remat=config.model.remat,
+            attention=config.model.attention,
+        )
+    return models.build_model(model_cfg, mesh, seed=config.seed)
+
+
+def _load_tasks(source: str) -> list[Any]:
+    from swejax import tasks
+
+    if source == "builtin":
+        return tasks.builtin_tasks()
+    if source.startswith("hf:"):
+        name, _, split = source[3:].partition(":")
+        return _from_user_input(
+            "cannot load tasks", tasks.load_hf_dataset, name, split=split or "test"
+        )
+    return _from_user_input("cannot load tasks", tasks.load_jsonl, source)
 
 
 def _build_mesh(mesh_cfg: ml_collections.ConfigDict) -> Any:

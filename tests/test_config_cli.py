@@ -21,7 +21,7 @@ from swejax.config import (
 from swejax.main import main
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIG_FILES = sorted((REPO / "configs").glob("*.py"))
+CONFIG_FILES = sorted(p for p in (REPO / "configs").glob("*.py") if not p.name.startswith("_"))
 
 
 def _write(tmp_path: Path, source: str, name: str = "config.py") -> str:
@@ -246,6 +246,31 @@ def test_config_file_with_bad_dtype(tmp_path):
 def test_the_shipped_config_files_exist():
     names = {path.name for path in CONFIG_FILES}
     assert {"tiny.py", "qwen25_0p5b.py", "qwen25_7b_1gpu.py"} <= names
+    assert {"qwen25_72b_rft.py", "qwen25_72b_stage1.py", "qwen25_72b_stage2.py"} <= names
+
+
+def test_the_paper_configs_hold_every_spec_number():
+    rft = load_config(str(REPO / "configs" / "qwen25_72b_rft.py"), [])
+    assert (rft.rft.learning_rate, rft.rft.weight_decay, rft.rft.warmup_steps) == (5e-6, 0.1, 10)
+    assert (rft.rft.batch_size, rft.rft.epochs, rft.rollout.capacity) == (64, 1, 65_536)
+    assert (rft.rft.source, rft.rft.attempts, rft.rft.mask_format_errors) == ("policy", 10, True)
+    one = load_config(str(REPO / "configs" / "qwen25_72b_stage1.py"), [])
+    two = load_config(str(REPO / "configs" / "qwen25_72b_stage2.py"), [])
+    for stage, (context, tasks, batch, eps_high, turns) in [
+        (one, (65_536, 300, 128, 0.3, 40)),
+        (two, (131_072, 100, 256, 0.26, 80)),
+    ]:
+        d = stage.dapo
+        assert stage.rollout.capacity == context and stage.scaffold.max_turns == turns
+        assert (d.tasks_per_iteration, d.batch_size, d.eps_low, d.eps_high) == (
+            tasks,
+            batch,
+            0.2,
+            eps_high,
+        )
+        assert (d.group_size, d.learning_rate, d.weight_decay, d.l_thr) == (10, 1e-6, 0.1, 10)
+        assert stage.rollout.temperature == 1.0 and stage.train.grad_clip == 1.0
+        assert stage.model.preset == "qwen2.5-72b" and stage.eval.runs == 10
 
 
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda path: path.name)
@@ -389,7 +414,6 @@ def test_bad_mesh_from_the_command_line_is_one_line_naming_devices_and_shape():
     errors = [line for line in result.stderr.splitlines() if line.startswith("swejax: error:")]
     assert len(errors) == 1, result.stderr
     assert "8 devices" in errors[0] and "data=3" in errors[0]
-    assert "not built yet" in result.stderr  # train said it runs the check instead
     assert result.stdout == ""
 
 
@@ -415,11 +439,28 @@ def test_check_builds_the_model_and_runs_a_forward_pass(capsys):
 
 
 @pytest.mark.slow
-def test_train_runs_the_check_after_saying_it_is_not_built(capsys):
-    assert main([]) == 0
-    captured = capsys.readouterr()
-    assert "the training pipeline (mode 'train') is not built yet" in captured.err
-    assert _summary(captured.out)["logits"].startswith("(8, 32, ")  # one row per fsdp shard
+def test_the_main_job_end_to_end_at_a_reduced_size(tmp_path, capsys):
+    """The default job (train) on conftest's 8 fake devices (fsdp=8), shrunk for CI."""
+    argv = [
+        f"--config.run_dir={tmp_path}",
+        "--config.tasks.train=swejax__a_median_even_length",
+        "--config.rft.epochs=2",
+        "--config.dapo.iterations=1",
+        "--config.dapo.group_size=2",
+        "--config.dapo.tasks_per_iteration=1",
+        "--config.eval.runs=1",
+        "--config.rollout.slots=2",
+        "--config.rollout.max_reply_tokens=32",
+        "--config.scaffold.max_turns=2",
+        "--config.dapo.l_thr=1",
+    ]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "eval initial" in out and "rft            trained on 1 of 1" in out
+    assert "iteration 0" in out and "eval it 1" in out
+    run = tmp_path / "tiny"
+    assert (run / "metrics.jsonl").exists() and (run / "trajectories" / "iter_00000.jsonl").exists()
+    assert (run / "plots" / "pass_at_k.png").exists()
 
 
 def test_check_with_an_unknown_preset_is_one_line(capsys):

@@ -100,3 +100,24 @@ def test_pack_places_each_sequence_as_a_segment():
     with pytest.raises(ValueError, match="need 3 rows"):
         pack(sequences, row_length=8, num_rows=2)
     assert first_fit([4, 4, 4], 8) == [[0, 1], [2]]
+
+
+def test_pass_at_k_and_pass_at_1_with_its_standard_error():
+    from math import comb
+
+    from swejax.rl import curate_pool, pass_at_k, pass_metrics
+
+    assert pass_at_k(10, 0, 1) == 0.0 and pass_at_k(10, 10, 1) == 1.0
+    assert pass_at_k(10, 3, 1) == pytest.approx(0.3)
+    assert pass_at_k(10, 3, 5) == pytest.approx(1 - comb(7, 5) / comb(10, 5))
+    assert pass_at_k(10, 6, 5) == 1.0  # fewer than k failures: some draw must succeed
+    outcomes = {"a": [True, False, True, True], "b": [False, False, False, True]}
+    metrics = pass_metrics(outcomes)
+    per_run = [0.5, 0.0, 0.5, 1.0]
+    assert metrics["pass@1"] == pytest.approx(np.mean(per_run))
+    assert metrics["pass@1_stderr"] == pytest.approx(np.std(per_run, ddof=1) / 2)
+    assert metrics["pass@4"] == 1.0 and metrics["runs"] == 4
+    with pytest.raises(ValueError, match="same number of runs"):
+        pass_metrics({"a": [True], "b": [True, False]})
+    attempts = {"easy": [True, True, True], "never": [False] * 3, "mid": [True, False, False]}
+    assert curate_pool(attempts) == ["mid"]

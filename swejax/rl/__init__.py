@@ -3,6 +3,7 @@ packing into training rows."""
 
 from swejax.rl._advantages import group_advantages, keep_nonzero
 from swejax.rl._dapo import dapo_loss
+from swejax.rl._metrics import curate_pool, pass_at_k, pass_metrics
 from swejax.rl._packing import PackedBatch, TrainSequence, first_fit, pack
 from swejax.rl._reward import episode_reward, length_penalty
 from swejax.rl._rft import dapo_sequences, rft_sequences
@@ -10,6 +11,7 @@ from swejax.rl._rft import dapo_sequences, rft_sequences
 __all__ = [
     "PackedBatch",
     "TrainSequence",
+    "curate_pool",
     "dapo_loss",
     "dapo_sequences",
     "episode_reward",
@@ -18,5 +20,7 @@ __all__ = [
     "keep_nonzero",
     "length_penalty",
     "pack",
+    "pass_at_k",
+    "pass_metrics",
     "rft_sequences",
 ]

@@ -309,6 +309,14 @@ class Engine:
 
         return jax.jit(init, out_shardings=self._state_shardings())()
 
+    def reseed(self, seed: int) -> None:
+        """Draw from a new random stream from now on (the engine must be idle)."""
+        if any(s.active for s in self._slots):
+            raise RuntimeError("reseed needs an idle engine")
+        self._seed = seed
+        key = jax.device_put(jax.random.key(seed), self._replicated())
+        self.state = self.state._replace(key=key)
+
     # --- slots ----------------------------------------------------------------------------
 
     def reset(self) -> None:

@@ -47,6 +47,7 @@ class ScaffoldConfig:
     max_observation_chars: int = 10_000  # longer outputs keep their head and tail
     command_timeout: float = 120.0  # seconds per command
     window: int = 100  # lines shown by open / goto / scroll
+    prompts: str = ""  # prompt set: "" (full), "compact", or a folder of template files
 
     def __post_init__(self) -> None:
         for name in ("max_turns", "max_observation_chars", "command_timeout", "window"):
@@ -95,11 +96,13 @@ class Episode:
         self.end_reason: EndReason | None = None
         self.submission: str | None = None  # the repository's diff once the episode ended
         self.error: str = ""  # what failed, for SANDBOX_ERROR
+        prompts = self.config.prompts
         self.system_prompt = render(
-            "system", window=self.config.window, max_turns=self.config.max_turns
+            "system", prompts, window=self.config.window, max_turns=self.config.max_turns
         )
         self.first_message = render(
             "instance",
+            prompts,
             repo=task.repo,
             workdir=task.workdir if sandbox.repo is None else "/repo",
             problem_statement=task.problem_statement.strip(),
@@ -142,7 +145,7 @@ class Episode:
 
     def _run(self, reply: str, parsed) -> Step:
         if not isinstance(parsed, Action):
-            message = render("format_error", problem=parsed.problem)
+            message = render("format_error", self.config.prompts, problem=parsed.problem)
             return Step(reply, None, parsed.problem, self._with_prompt_line(message))
         command = quote_heredocs(parsed.command)
         result = self.sandbox.run(command, timeout=self.config.command_timeout)
@@ -155,7 +158,7 @@ class Episode:
         elif result.exit_code != 0:
             output += f"\n[exit code {result.exit_code}]"
         if not output.strip():
-            output = render("no_output")
+            output = render("no_output", self.config.prompts)
         observation = truncate_middle(output.strip("\n"), self.config.max_observation_chars)
         return Step(
             reply,
@@ -169,7 +172,8 @@ class Episode:
 
     def _with_prompt_line(self, text: str) -> str:
         cwd, open_file = self._shell_state()
-        return text + "\n" + render("prompt_line", open_file=open_file or "n/a", cwd=cwd)
+        line = render("prompt_line", self.config.prompts, open_file=open_file or "n/a", cwd=cwd)
+        return text + "\n" + line
 
     def _shell_state(self) -> tuple[str, str]:
         result = self.sandbox.run(f"pwd; cat {STATE_DIR}/editor.json 2>/dev/null", timeout=30)

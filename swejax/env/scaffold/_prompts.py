@@ -1,7 +1,9 @@
 """The scaffold's texts, as template files in `prompts/` (placeholders `${name}`).
 
-Templates are read once per process; a run can point `SWEJAX_PROMPTS` at its own folder holding
-files of the same names to change the wording without touching code.
+Templates are read once per process. A run chooses a set with `ScaffoldConfig.prompts`: "" for
+the full prompts here, "compact" for the short set in `prompts/compact/` (tiny models on a CPU,
+where every context token costs), or a folder of its own holding files of the same names.
+`SWEJAX_PROMPTS` sets the default folder.
 """
 
 from __future__ import annotations
@@ -24,11 +26,18 @@ def _template(name: str, directory: str) -> string.Template:
         raise FileNotFoundError(f"prompt template {path} cannot be read: {error}") from error
 
 
-def render(name: str, **values: object) -> str:
-    """The template `name` with `values` filled in; a placeholder left unfilled is an error."""
+def prompts_directory(choice: str = "") -> str:
+    if choice == "compact":
+        return os.path.join(PROMPTS_DIR, "compact")
+    return choice or os.environ.get("SWEJAX_PROMPTS", PROMPTS_DIR)
+
+
+def render(name: str, directory: str = "", **values: object) -> str:
+    """The template `name` with `values` filled in; a placeholder left unfilled is an error.
+    `directory` is a prompt set as `ScaffoldConfig.prompts` names it."""
     if name not in NAMES:
         raise KeyError(f"unknown prompt {name!r}; one of {NAMES}")
-    directory = os.environ.get("SWEJAX_PROMPTS", PROMPTS_DIR)
+    directory = prompts_directory(directory)
     try:
         return _template(name, directory).substitute(**values)
     except KeyError as error:

@@ -1,0 +1,34 @@
+"""Phase 2, stage 2 of the paper: multi-turn DAPO at 131k context, T_max = 80 (SPEC.md).
+
+The checkpoint keeps its rope with YaRN scaling, factor 4 (original 32,768 positions): set it in
+the checkpoint's config.json (`rope_scaling: {"type": "yarn", "factor": 4.0,
+"original_max_position_embeddings": 32768}`), which swejax reads. 100 tasks per iteration from
+the curated pool of 2,028 (stage 1's tasks minus those solved in at least 2/3 of attempts and
+those never solved: `swejax.rl.curate_pool`), G = 10, 256 trajectories per optimizer step,
+eps_low 0.2, eps_high 0.26, lr 1e-6.
+
+    python -m swejax.main train --config=configs/qwen25_72b_stage2.py \\
+        --config.model.checkpoint=/path/to/stage1-checkpoint --config.tasks.train=IDS
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _paper import paper_config  # noqa: E402
+
+
+def get_config():
+    config = paper_config("qwen25_72b_stage2", capacity=131_072, max_turns=80)
+    config.rft.source = ""
+    config.dapo.iterations = 100
+    config.dapo.tasks_per_iteration = 100
+    config.dapo.group_size = 10
+    config.dapo.batch_size = 256
+    config.dapo.eps_low = 0.2
+    config.dapo.eps_high = 0.26
+    config.dapo.learning_rate = 1e-6
+    config.dapo.weight_decay = 0.1
+    config.dapo.l_thr = 10
+    config.mesh.context = 1  # 2 or more once ring attention (issue 6) is in
+    return config
