@@ -136,6 +136,24 @@ def save(run: RunDirectory, step: int, model, opt_state, progress: Progress) -> 
     )
 
 
+def restore_params(checkpoint_dir: str, model) -> int:
+    """Load the latest parameters a run saved (runs/<name>/checkpoints) into `model`."""
+    if not os.path.isdir(checkpoint_dir):
+        raise LoopError(f"no checkpoint in {checkpoint_dir} (no such directory)")
+    manager = ocp.CheckpointManager(os.path.abspath(checkpoint_dir))
+    step = manager.latest_step()
+    if step is None:
+        raise LoopError(f"no checkpoint in {checkpoint_dir}")
+    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, nnx.to_pure_dict(nnx.state(model)))
+    restored = manager.restore(
+        step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target))
+    )
+    state = nnx.state(model)
+    nnx.replace_by_pure_dict(state, restored["params"])
+    nnx.update(model, state)
+    return step
+
+
 def restore(run: RunDirectory, model, opt_state) -> tuple[Progress, object, int] | None:
     """(progress, optimizer state, step) of the latest checkpoint, the model updated in place."""
     step = run.checkpoints.latest_step()
@@ -176,7 +194,9 @@ def rollout_config(config, l_thr: int | None = None) -> RolloutConfig:
     )
 
 
-def make_engine(model, config, mesh, tokenizer, temperature: float, seed: int = 0) -> Engine:
+def make_engine(
+    model, config, mesh, tokenizer, temperature: float, seed: int = 0, top_k=0, top_p=1.0
+) -> Engine:
     r = config.rollout
     engine = Engine(
         model,
@@ -190,7 +210,7 @@ def make_engine(model, config, mesh, tokenizer, temperature: float, seed: int = 
             steps_per_call=r.steps_per_call,
             stop_tokens=(im_end_id(tokenizer),),
         ),
-        SamplingParams(temperature=temperature),
+        SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p),
         mesh=mesh,
         seed=seed,
     )
@@ -243,6 +263,14 @@ def recomputed_logprobs(model, trajectories: Sequence[Trajectory], mesh) -> list
             logprobs, _ = _forward_logprobs(model, padded, positions, segments)
         out.append(np.asarray(logprobs)[0, : tokens.shape[1]])
     return out
+
+
+def outcomes_by_task(tasks: Sequence[Task], runs: int, trajectories) -> dict[str, list[bool]]:
+    """task -> resolved per run (a run that did not finish counts as unresolved)."""
+    outcomes = {task.instance_id: [False] * runs for task in tasks}
+    for t in trajectories:
+        outcomes[t.task_id][t.group] = t.resolved
+    return outcomes
 
 
 def _mean(values) -> float:
@@ -334,9 +362,7 @@ class Loop:
         trajectories, _ = self.rollout(
             jobs, path, c.eval.temperature, c.seed + 7919 * (index + 1), desc=f"eval ({stage})"
         )
-        outcomes = {task.instance_id: [False] * c.eval.runs for task in self.eval_tasks}
-        for t in trajectories:
-            outcomes[t.task_id][t.group] = t.resolved
+        outcomes = outcomes_by_task(self.eval_tasks, c.eval.runs, trajectories)
         row = {"kind": "eval", "index": index, "stage": stage, "iterations": progress.iteration}
         row.update(pass_metrics(outcomes), **rollout_metrics(trajectories))
         row["seconds"] = time.perf_counter() - start

@@ -27,7 +27,7 @@ _MODES: dict[str, str] = {
     "train": "RL training: RFT, then DAPO iterations, resumable (the default)",
     "check": "build the mesh and the model, run one forward pass, print a summary",
     "convert": "convert checkpoints: --from-hf DIR --to DIR, or --from DIR --to-hf DIR",
-    "eval": "evaluate a checkpoint on a task set (not built yet)",
+    "eval": "Pass@1 and Pass@k of a model or a run on a task set, SWE-bench predictions",
     "validate-tasks": "per task: the gold patch resolves it, the empty patch does not",
 }
 _CONFIG_FLAGS_HELP = """\
@@ -93,9 +93,6 @@ def _run(args: list[str]) -> int:
     options, leftovers = parser.parse_known_args(rest)
     overrides = _config_overrides(leftovers)
 
-    if mode == "eval":
-        print(f"swejax: mode {mode!r} is not built yet in this version", file=sys.stderr)
-        return 2
     if mode == "convert":
         _check_convert_arguments(options)
     config = load_config(options.config, overrides)
@@ -105,6 +102,8 @@ def _run(args: list[str]) -> int:
         return _run_check(config, batch_size=options.batch_size, seq_len=options.seq_len)
     if mode == "validate-tasks":
         return _run_validate_tasks(config, options)
+    if mode == "eval":
+        return _run_eval(config, options)
     return _run_convert(config, options)
 
 
@@ -177,6 +176,25 @@ def _mode_parser(mode: str) -> _Parser:
             metavar="FILE",
             help="JSON report (default: RUN_DIR/NAME/validate-tasks.json)",
         )
+    if mode == "eval":
+        parser.add_argument(
+            "--tasks", default=None, help="task source (default: config.tasks.source)"
+        )
+        parser.add_argument(
+            "--set", default="", help="a named task set, e.g. verified-50 (ids within --tasks)"
+        )
+        parser.add_argument(
+            "--only", action="append", default=[], help="evaluate only this id (repeatable)"
+        )
+        parser.add_argument("--run", default="", help="a run directory: its latest weights")
+        parser.add_argument("--runs", type=_positive_int, default=None, help="k runs per task")
+        parser.add_argument("--temperature", type=float, default=None)
+        parser.add_argument("--top-k", type=int, default=0, help="0: off")
+        parser.add_argument("--top-p", type=float, default=1.0, help="1.0: off")
+        parser.add_argument(
+            "--predictions", default="", help="SWE-bench predictions JSONL (first run per task)"
+        )
+        parser.add_argument("--report", default="", help="write the metrics as JSON here")
     if mode == "convert":
         parser.add_argument("--from-hf", metavar="DIR", help="read a Hugging Face checkpoint")
         parser.add_argument("--to", metavar="DIR", help="write a swejax checkpoint")
@@ -257,6 +275,87 @@ def _run_train(config: ml_collections.ConfigDict) -> int:
     except LoopError as error:
         raise _UserError(str(error)) from error
     print(_summary_table(metrics, loop.run.path))
+    return 0
+
+
+def _run_eval(config: ml_collections.ConfigDict, options: argparse.Namespace) -> int:
+    """Pass@1 (mean of k runs, standard error) and Pass@k of a model on a task set."""
+    import json
+
+    from swejax import models
+    from swejax.loop import (
+        LoopError,
+        RolloutRunner,
+        make_engine,
+        outcomes_by_task,
+        restore_params,
+        rollout_config,
+        rollout_metrics,
+    )
+    from swejax.rl import pass_metrics
+    from swejax.tasks import TASK_SETS
+
+    tasks = _load_tasks(options.tasks or config.tasks.source)
+    wanted = list(options.only)
+    if options.set:
+        if options.set not in TASK_SETS:
+            raise _UserError(f"unknown task set {options.set!r}; one of {', '.join(TASK_SETS)}")
+        wanted += TASK_SETS[options.set]
+    if wanted:
+        by_id = {t.instance_id: t for t in tasks}
+        missing = [i for i in wanted if i not in by_id]
+        if missing:
+            raise _UserError(
+                f"{len(missing)} task ids are not in the task source, e.g. {missing[0]}"
+            )
+        tasks = [by_id[i] for i in dict.fromkeys(wanted)]
+    runs = options.runs or config.eval.runs
+    temperature = config.eval.temperature if options.temperature is None else options.temperature
+    mesh = _build_mesh(config.mesh)
+    model_cfg = _from_user_input(
+        "cannot resolve config.model", models.model_config_from, config.model
+    )
+    model = _build_model(config, model_cfg, mesh)
+    source = config.model.checkpoint or f"preset {config.model.preset} (random weights)"
+    if options.run:
+        try:
+            step = restore_params(os.path.join(options.run, "checkpoints"), model)
+        except LoopError as error:
+            raise _UserError(str(error)) from error
+        source = f"{options.run} (checkpoint {step})"
+    _, tokenizer, _ = _check_tokenizer(config, model_cfg.vocab_size)
+    engine = _from_user_input(
+        "bad decoding options",
+        make_engine,
+        model,
+        config,
+        mesh,
+        tokenizer,
+        temperature,
+        config.seed,
+        options.top_k,
+        options.top_p,
+    )
+    runner = RolloutRunner(engine, tokenizer, rollout_config(config))
+    trajectories, stats = runner.run([(t, r) for t in tasks for r in range(runs)])
+    metrics = pass_metrics(outcomes_by_task(tasks, runs, trajectories))
+    metrics.update(rollout_metrics(trajectories), model=source, tasks=len(tasks))
+    if options.predictions:
+        with open(options.predictions, "w") as f:
+            for t in trajectories:
+                if t.group == 0:
+                    row = {"instance_id": t.task_id, "model_patch": t.submission}
+                    f.write(json.dumps({**row, "model_name_or_path": source}) + "\n")
+    if options.report:
+        with open(options.report, "w") as f:
+            json.dump(metrics, f, indent=2)
+    k = metrics["runs"]
+    print(f"model     {source}")
+    print(f"tasks     {len(tasks)}, {k} runs each, temperature {temperature:g}")
+    print(f"pass@1    {metrics['pass@1']:.3f} (stderr {metrics['pass@1_stderr']:.3f})")
+    print(f"pass@{k:<5} {metrics[f'pass@{k}']:.3f}")
+    turns = metrics["mean_turns"]
+    print(f"submits   {metrics['submits']} of {len(trajectories)}, mean turns {turns:.1f}")
     return 0
 
 

@@ -325,14 +325,6 @@ def test_mode_help_lists_its_options(capsys):
     assert "--from-hf" in out and "--to-hf" in out
 
 
-@pytest.mark.parametrize("mode", ["eval"])
-def test_modes_not_built_yet_say_so(mode, capsys):
-    assert main([mode]) == 2
-    captured = capsys.readouterr()
-    assert f"mode '{mode}' is not built yet" in captured.err
-    assert len(captured.err.strip().splitlines()) == 1 and captured.out == ""
-
-
 def test_unknown_mode_suggests_the_closest(capsys):
     assert main(["chek"]) == 2
     line = _one_error_line(capsys.readouterr())

@@ -8,7 +8,7 @@ import pytest
 
 from swejax.config import load_config
 from swejax.env.sandbox import bwrap_available
-from swejax.loop import Loop, LoopError, select_tasks
+from swejax.loop import Loop, LoopError, restore_params, select_tasks
 from swejax.models import build_model, preset
 from swejax.tasks import builtin_tasks
 from swejax.tokenizer import load_tokenizer
@@ -78,7 +78,8 @@ def test_a_run_crashed_mid_iteration_resumes_without_loss_or_repeat(tmp_path, mo
     first_bytes = _read(first)
 
     monkeypatch.setattr(Loop, "iteration", real_iteration)
-    metrics = _loop(_config(tmp_path, iterations=2)).train()
+    resumed = _loop(_config(tmp_path, iterations=2))
+    metrics = resumed.train()
     assert [r["iteration"] for r in metrics if r["kind"] == "dapo"] == [0, 1]
     assert [r["stage"] for r in metrics if r["kind"] == "eval"] == ["initial", "rft", "dapo"]
     assert len([r for r in metrics if r["kind"] == "rft"]) == 1  # RFT was not redone
@@ -109,6 +110,14 @@ def test_a_run_crashed_mid_iteration_resumes_without_loss_or_repeat(tmp_path, mo
     # Everything done: running again does nothing new.
     again = _loop(_config(tmp_path, iterations=2)).train()
     assert again == metrics
+    # The last checkpoint holds the trained weights (what `eval --run` loads).
+    fresh = build_model(preset("tiny", dtype="float32", param_dtype="float32"), seed=1)
+    restore_params(os.path.join(run, "checkpoints"), fresh)
+    import jax
+    import numpy as np
+    from flax import nnx
+
+    jax.tree.map(np.testing.assert_array_equal, nnx.state(fresh), nnx.state(resumed.model))
 
 
 def test_bad_task_selection_and_rft_source_are_clear_errors(tmp_path):
@@ -119,3 +128,30 @@ def test_bad_task_selection_and_rft_source_are_clear_errors(tmp_path):
     )
     with pytest.raises(LoopError, match="no such trajectories file"):
         loop.train()
+
+
+def test_eval_mode_scores_a_run_and_writes_predictions(tmp_path, capsys):
+    from swejax.main import main
+    from swejax.tasks import VERIFIED_50
+
+    assert len(VERIFIED_50) == len(set(VERIFIED_50)) == 50
+    config = [
+        f"--config.run_dir={tmp_path}",
+        "--config.rollout.slots=2",
+        "--config.rollout.max_reply_tokens=24",
+        "--config.scaffold.max_turns=2",
+        "--config.dapo.l_thr=1",
+    ]
+    predictions, report = tmp_path / "predictions.jsonl", tmp_path / "report.json"
+    argv = ["eval", f"--only={TASK}", "--runs=2", "--temperature=0.7", "--top-k=50"]
+    argv += [f"--predictions={predictions}", f"--report={report}", *config]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "tasks     1, 2 runs each, temperature 0.7" in out and "pass@1    0.000" in out
+    (row,) = [json.loads(line) for line in predictions.read_text().splitlines()]
+    assert row["instance_id"] == TASK and "model_patch" in row and "model_name_or_path" in row
+    assert json.loads(report.read_text())["runs"] == 2
+    assert main(["eval", "--set=verified-50", *config]) == 2  # not among the built-in tasks
+    assert "50 task ids are not in the task source" in capsys.readouterr().err
+    assert main(["eval", f"--only={TASK}", f"--run={tmp_path}/none", *config]) == 2
+    assert "no checkpoint" in capsys.readouterr().err

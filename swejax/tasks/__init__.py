@@ -2,6 +2,7 @@
 repositories to run them on."""
 
 from swejax.tasks._builtin import BUILTIN_DIR, builtin_tasks, load_builtin_task, materialize
+from swejax.tasks._sets import TASK_SETS, VERIFIED_50
 from swejax.tasks._task import (
     Task,
     TaskError,
@@ -13,6 +14,8 @@ from swejax.tasks._task import (
 
 __all__ = [
     "BUILTIN_DIR",
+    "TASK_SETS",
+    "VERIFIED_50",
     "Task",
     "TaskError",
     "builtin_tasks",
