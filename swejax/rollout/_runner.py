@@ -33,6 +33,9 @@ class RolloutConfig:
     workers: int = 8  # threads stepping sandboxes and grading
     l_thr: int = 10  # length penalty: no penalty below this many turns
     scaffold: ScaffoldConfig = ScaffoldConfig()
+    # Step sandboxes while other slots decode. False waits for every pending sandbox before
+    # each decode call (strict alternation): the baseline tools/bench_rollout.py compares with.
+    overlap: bool = True
 
 
 @dataclasses.dataclass
@@ -128,6 +131,11 @@ class RolloutRunner:
                         del slots[slot]
                         self.engine.free(slot)
                         free.append(slot)
+                if pending and not self.config.overlap:
+                    waited = time.perf_counter()
+                    futures.wait(pending, return_when=futures.ALL_COMPLETED)
+                    stats.idle_s += time.perf_counter() - waited
+                    continue
                 if any(s.sampling for s in slots.values()):
                     self._decode(slots, pool, pending, stats)
                 elif pending:
