@@ -33,6 +33,7 @@ from swejax.env.scaffold import ScaffoldConfig
 from swejax.rl import (
     TrainSequence,
     dapo_sequences,
+    first_fit,
     group_advantages,
     pack,
     pass_metrics,
@@ -45,7 +46,7 @@ from swejax.rollout import (
     demonstrate,
     read_trajectories,
 )
-from swejax.sampling import Engine, EngineConfig, SamplingParams, require_unbiased
+from swejax.sampling import Engine, EngineConfig, SamplingParams
 from swejax.sharding import activation_mesh
 from swejax.tasks import Task
 from swejax.tokenizer import im_end_id
@@ -221,8 +222,6 @@ def make_engine(
 def row_count(sequences: Sequence[TrainSequence], row_length: int, multiple: int) -> int:
     """Rows the sequences pack into, rounded up to a power of two times `multiple` so that the
     train step sees few distinct shapes (each is compiled once)."""
-    from swejax.rl import first_fit
-
     rows = len(first_fit([len(s.tokens) for s in sequences], row_length))
     units = math.ceil(rows / multiple)
     return multiple * (1 << max(0, units - 1).bit_length())
@@ -299,17 +298,16 @@ class Loop:
     def __init__(self, config, mesh, model, tokenizer, train_tasks, eval_tasks):
         if config.dapo.iterations and config.rollout.temperature <= 0:
             raise LoopError("rollout.temperature must be positive for DAPO rollouts")
-        require_unbiased(SamplingParams(temperature=max(config.rollout.temperature, 1e-6)))
         self.config, self.mesh, self.model, self.tokenizer = config, mesh, model, tokenizer
         self.train_tasks, self.eval_tasks = list(train_tasks), list(eval_tasks)
         self.run = RunDirectory(config)
         self.rng = np.random.default_rng(config.seed)
         self._engines: dict[float, Engine] = {}
 
-    def _trainer(self, phase: str) -> Trainer:
+    def _trainer(self, phase: str, num_sequences: int = 0) -> Trainer:
         c = self.config
         if phase == "rft":
-            steps_per_epoch = math.ceil(max(1, len(self.train_tasks)) / c.rft.batch_size)
+            steps_per_epoch = math.ceil(max(1, num_sequences) / c.rft.batch_size)
             total = max(c.rft.warmup_steps + 1, c.rft.epochs * steps_per_epoch)
             optimizer = OptimizerConfig(
                 learning_rate=c.rft.learning_rate,
@@ -391,7 +389,7 @@ class Loop:
         sequences = rft_sequences(trajectories, c.rft.mask_format_errors)
         if not sequences:
             raise LoopError(f"rft.source {source!r} gave no successful trajectory to train on")
-        trainer = self._trainer("rft")
+        trainer = self._trainer("rft", len(sequences))
         steps = []
         for _ in tqdm(range(c.rft.epochs), desc="rft epochs", leave=False):
             steps += train_on(trainer, sequences, c, c.rft.batch_size, self.rng)
