@@ -44,16 +44,21 @@ def _fields(packed):
     }
 
 
-def test_packed_logprobs_equal_each_sequence_alone():
+@pytest.mark.parametrize("chunk", [1024, 5])  # one chunk; chunks that do not divide the row
+def test_packed_logprobs_equal_each_sequence_alone(chunk):
     model = build_model(CFG, seed=0)
     items, packed = _batch()
-    logprobs, entropy = token_logprobs(model, packed.tokens, packed.positions, packed.segment_ids)
+    logprobs, entropy = token_logprobs(
+        model, packed.tokens, packed.positions, packed.segment_ids, chunk
+    )
     for item, (row, start, length) in zip(items, packed.placement, strict=True):
         tokens = np.asarray(item.tokens)[None]
         alone = jax.nn.log_softmax(model(tokens)[0, :-1], -1)
         expected = np.take_along_axis(np.asarray(alone), tokens[0, 1:, None], -1)[:, 0]
         np.testing.assert_allclose(logprobs[row, start + 1 : start + length], expected, atol=1e-5)
         assert logprobs[row, start] == 0.0 and entropy[row, start] == 0.0
+    whole = token_logprobs(model, packed.tokens, packed.positions, packed.segment_ids, 1024)
+    np.testing.assert_allclose(entropy, whole[1], atol=1e-5)
 
 
 def _params(model):
@@ -144,3 +149,19 @@ def test_learning_rate_schedules():
     assert float(learning_rate_schedule(OptimizerConfig())(1000)) == 1e-6
     with pytest.raises(ValueError, match="unknown schedule"):
         learning_rate_schedule(OptimizerConfig(schedule="linear"))
+
+
+def test_chunked_output_head_has_the_same_gradient():
+    model = build_model(CFG, seed=0)
+    _, packed = _batch()
+    graphdef, params = nnx.split(model)
+
+    def total(params, chunk):
+        logprobs, entropy = token_logprobs(
+            nnx.merge(graphdef, params), packed.tokens, packed.positions, packed.segment_ids, chunk
+        )
+        return logprobs.sum() + 0.1 * entropy.sum()
+
+    whole = jax.grad(total)(params, 1024)
+    chunked = jax.grad(total)(params, 7)
+    jax.tree.map(_assert_close, jax.tree.map(np.asarray, chunked), jax.tree.map(np.asarray, whole))

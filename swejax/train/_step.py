@@ -64,13 +64,35 @@ def make_optimizer(config: OptimizerConfig) -> optax.GradientTransformation:
     )
 
 
-def token_logprobs(model, tokens, positions, segment_ids):
+def token_logprobs(model, tokens, positions, segment_ids, chunk: int = 1024):
     """log p(tokens[:, t] | earlier tokens of its segment), aligned with tokens (column 0 and
-    every segment's first token get 0), and the entropy of each predicting distribution."""
-    logits = model(tokens, positions, segment_ids)[:, :-1]  # float32
-    log_probs = jax.nn.log_softmax(logits, axis=-1)
-    picked = jnp.take_along_axis(log_probs, tokens[:, 1:, None], axis=-1)[..., 0]
-    entropy = -(jnp.exp(log_probs) * log_probs).sum(-1)
+    every segment's first token get 0), and the entropy of each predicting distribution.
+
+    The output head runs over `chunk` positions at a time and is recomputed in the backward
+    pass, so full-vocabulary logits never exist for a whole row: at 65k tokens and Qwen's
+    152k-token vocabulary they would take 40 GB per row in float32.
+    """
+    hidden = model.hidden_states(tokens, positions, segment_ids)[:, :-1]
+    targets = tokens[:, 1:]
+    batch, length, width = hidden.shape
+    chunk = min(chunk, length)
+    pad = (-length) % chunk
+    hidden = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0)))
+    targets = jnp.pad(targets, ((0, 0), (0, pad)))
+    chunks = (length + pad) // chunk
+    hidden = hidden.reshape(batch, chunks, chunk, width).swapaxes(0, 1)
+    targets = targets.reshape(batch, chunks, chunk).swapaxes(0, 1)
+
+    @jax.checkpoint
+    def head(inputs):
+        h, t = inputs
+        log_probs = jax.nn.log_softmax(model.logits(h), axis=-1)  # float32
+        picked = jnp.take_along_axis(log_probs, t[..., None], axis=-1)[..., 0]
+        return picked, -(jnp.exp(log_probs) * log_probs).sum(-1)
+
+    picked, entropy = jax.lax.map(head, (hidden, targets))
+    picked = picked.swapaxes(0, 1).reshape(batch, -1)[:, :length]
+    entropy = entropy.swapaxes(0, 1).reshape(batch, -1)[:, :length]
     # A token whose predecessor is in another segment (or padding) has no prediction here.
     predicted = (positions[:, 1:] > 0) & (segment_ids[:, 1:] > 0)
     picked, entropy = jnp.where(predicted, picked, 0.0), jnp.where(predicted, entropy, 0.0)
