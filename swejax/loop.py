@@ -145,14 +145,22 @@ def restore_params(checkpoint_dir: str, model) -> int:
     step = manager.latest_step()
     if step is None:
         raise LoopError(f"no checkpoint in {checkpoint_dir}")
-    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, nnx.to_pure_dict(nnx.state(model)))
     restored = manager.restore(
-        step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target))
+        step, args=ocp.args.Composite(params=ocp.args.StandardRestore(_abstract_params(model)))
     )
-    state = nnx.state(model)
-    nnx.replace_by_pure_dict(state, restored["params"])
-    nnx.update(model, state)
+    _load_params(model, restored["params"])
     return step
+
+
+def _abstract_params(model):
+    return jax.tree.map(ocp.utils.to_shape_dtype_struct, nnx.to_pure_dict(nnx.state(model)))
+
+
+def _load_params(model, params) -> None:
+    """Replace the model's parameters in place by a restored pure dict."""
+    state = nnx.state(model)
+    nnx.replace_by_pure_dict(state, params)
+    nnx.update(model, state)
 
 
 def restore(run: RunDirectory, model, opt_state) -> tuple[Progress, object, int] | None:
@@ -160,18 +168,17 @@ def restore(run: RunDirectory, model, opt_state) -> tuple[Progress, object, int]
     step = run.checkpoints.latest_step()
     if step is None:
         return None
-    abstract = lambda tree: jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)  # noqa: E731
     restored = run.checkpoints.restore(
         step,
         args=ocp.args.Composite(
-            params=ocp.args.StandardRestore(abstract(nnx.to_pure_dict(nnx.state(model)))),
-            opt_state=ocp.args.StandardRestore(abstract(opt_state)),
+            params=ocp.args.StandardRestore(_abstract_params(model)),
+            opt_state=ocp.args.StandardRestore(
+                jax.tree.map(ocp.utils.to_shape_dtype_struct, opt_state)
+            ),
             progress=ocp.args.JsonRestore(),
         ),
     )
-    state = nnx.state(model)
-    nnx.replace_by_pure_dict(state, restored["params"])
-    nnx.update(model, state)
+    _load_params(model, restored["params"])
     return Progress(**restored["progress"]), restored["opt_state"], step
 
 

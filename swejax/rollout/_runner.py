@@ -12,6 +12,7 @@ time, reported in `RolloutStats`.
 from __future__ import annotations
 
 import concurrent.futures as futures
+import contextlib
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
@@ -66,9 +67,9 @@ class _Slot:
 
 def _open(task: Task, config: RolloutConfig) -> tuple[Episode, Callable[[], None]]:
     """An open episode and the function that closes its sandbox (runs in the pool)."""
-    manager = open_episode(task, config.runtime, config.scaffold)
-    episode = manager.__enter__()
-    return episode, lambda: manager.__exit__(None, None, None)
+    stack = contextlib.ExitStack()
+    episode = stack.enter_context(open_episode(task, config.runtime, config.scaffold))
+    return episode, stack.close
 
 
 def prompt_ids(tokenizer, episode: Episode) -> list[int]:

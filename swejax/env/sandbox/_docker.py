@@ -34,12 +34,9 @@ cd "$(cat {STATE_DIR}/cwd 2>/dev/null || echo "$SWEJAX_WORKDIR")" 2>/dev/null ||
 trap 'pwd > {STATE_DIR}/cwd; export -p > {STATE_DIR}/env' EXIT
 . {STATE_DIR}/command.sh
 """
+_QUOTED_WRAPPER = shlex.quote(_WRAPPER)
 _live: dict[str, object] = {}  # container id -> container, removed at exit if still open
 _reaped = False
-
-
-def _quote(text: str) -> str:
-    return shlex.quote(text)
 
 
 def _owner() -> str:
@@ -219,7 +216,7 @@ class DockerSandbox:
         # `timeout` runs the command in a process group of its own and kills that group when
         # time is up; the outer shell then kills whatever the command left behind in it, so
         # background processes die with their command, as in the bubblewrap runtime.
-        inner = f"timeout --signal=KILL {timeout:g} bash --noprofile --norc -c {_quote(_WRAPPER)}"
+        inner = f"timeout --signal=KILL {timeout:g} bash --noprofile --norc -c {_QUOTED_WRAPPER}"
         argv = [
             "bash", "--noprofile", "--norc", "-c",
             f"{inner} & pid=$!; wait $pid; status=$?; "
