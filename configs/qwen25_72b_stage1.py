@@ -4,10 +4,10 @@ Per iteration 300 tasks from the 7,249-task pool, G = 10 rollouts each at temper
 no other filter; advantages within each task's group; zero-advantage trajectories dropped; 128
 trajectories per optimizer step, one pass; eps_low 0.2, eps_high 0.3; AdamW lr 1e-6
 (0.9, 0.999, 1e-8), weight decay 0.1, gradient clipping 1.0; no KL, no entropy bonus; length
-penalty from L_thr = 10 turns. Start from the RFT checkpoint.
+penalty from L_thr = 10 turns. Starts from the RFT run's last parameters (`train.init_from`).
 
     python -m swejax.main train --config=configs/qwen25_72b_stage1.py \\
-        --config.model.checkpoint=/path/to/rft-checkpoint
+        --config.model.checkpoint=/path/to/Qwen2.5-72B-Instruct
 """
 
 import os
@@ -30,4 +30,5 @@ def get_config():
     config.dapo.weight_decay = 0.1
     config.dapo.l_thr = 10
     config.dapo.pi_old = "sampler"
+    config.train.init_from = "runs/qwen25_72b_rft"
     return config

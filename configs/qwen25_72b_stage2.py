@@ -4,11 +4,12 @@ The checkpoint keeps its rope with YaRN scaling, factor 4 (original 32,768 posit
 the checkpoint's config.json (`rope_scaling: {"type": "yarn", "factor": 4.0,
 "original_max_position_embeddings": 32768}`), which swejax reads. 100 tasks per iteration from
 the curated pool of 2,028 (stage 1's tasks minus those solved in at least 2/3 of attempts and
-those never solved: `swejax.rl.curate_pool`), G = 10, 256 trajectories per optimizer step,
-eps_low 0.2, eps_high 0.26, lr 1e-6.
+those never solved: `tasks.curate_from` reads stage 1's trajectories and writes the kept ids to
+runs/qwen25_72b_stage2/pool.json), G = 10, 256 trajectories per optimizer step, eps_low 0.2,
+eps_high 0.26, lr 1e-6. Starts from stage 1's last parameters (`train.init_from`).
 
     python -m swejax.main train --config=configs/qwen25_72b_stage2.py \\
-        --config.model.checkpoint=/path/to/stage1-checkpoint --config.tasks.train=IDS
+        --config.model.checkpoint=/path/to/Qwen2.5-72B-Instruct
 """
 
 import os
@@ -30,5 +31,7 @@ def get_config():
     config.dapo.learning_rate = 1e-6
     config.dapo.weight_decay = 0.1
     config.dapo.l_thr = 10
+    config.tasks.curate_from = "runs/qwen25_72b_stage1"
+    config.train.init_from = "runs/qwen25_72b_stage1"
     config.mesh.context = 1  # 2 or more once ring attention (issue 6) is in
     return config

@@ -71,6 +71,9 @@ def default_config() -> ml_collections.ConfigDict:
     )  # comma-separated instance ids; "" = every task not held out
     config.tasks.eval = ""  # held-out instance ids for evaluation; "" = the training tasks
     config.tasks.runtime = "bwrap"  # sandbox runtime: bwrap or docker
+    # A finished run (runs/<name>) whose DAPO attempts curate the training tasks, as between
+    # the paper's stages: drop those solved in at least 2/3 of attempts and those never solved.
+    config.tasks.curate_from = ""
 
     config.scaffold = ml_collections.ConfigDict()
     config.scaffold.max_turns = 4  # T_max (the paper: 40, then 80)
@@ -120,6 +123,9 @@ def default_config() -> ml_collections.ConfigDict:
     config.train.micro_batches = 1  # gradient accumulation steps per optimizer step
     config.train.grad_clip = 1.0
     config.train.checkpoint_keep = 2
+    # A run directory whose last parameters a new run starts from (stage 2 from stage 1);
+    # ignored once this run has a checkpoint of its own.
+    config.train.init_from = ""
 
     config.eval = ml_collections.ConfigDict()
     config.eval.every = 0  # iterations between evaluations; 0: only before and after

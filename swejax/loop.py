@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import os
+import signal
 import time
 from collections.abc import Sequence
 
@@ -32,6 +33,7 @@ from tqdm.auto import tqdm
 from swejax.env.scaffold import ScaffoldConfig
 from swejax.rl import (
     TrainSequence,
+    curate_pool,
     dapo_sequences,
     first_fit,
     group_advantages,
@@ -57,6 +59,14 @@ logger = logging.getLogger("swejax.loop")
 
 class LoopError(ValueError):
     """A run that cannot start as configured; the message is meant for the user."""
+
+
+def crash_point(name: str) -> None:
+    """SIGKILL this process here when SWEJAX_KILL_AT names this point (`rollout:3`, `train:3`,
+    `checkpoint:3`, `rft`): the crash-safety tests kill runs at exact moments this way. A
+    SIGKILL runs no handler, no `finally` and no atexit, exactly like `kill -9`."""
+    if name and os.environ.get("SWEJAX_KILL_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @dataclasses.dataclass
@@ -234,7 +244,14 @@ def row_count(sequences: Sequence[TrainSequence], row_length: int, multiple: int
     return multiple * (1 << max(0, units - 1).bit_length())
 
 
-def train_on(trainer: Trainer, sequences: list[TrainSequence], config, batch_size: int, rng):
+def train_on(
+    trainer: Trainer,
+    sequences: list[TrainSequence],
+    config,
+    batch_size: int,
+    rng,
+    crash_at: str = "",
+):
     """One pass: shuffled optimizer steps of `batch_size` trajectories; metrics of each step."""
     row_length = config.train.row_length or config.rollout.capacity
     multiple = config.train.micro_batches * (
@@ -249,6 +266,7 @@ def train_on(trainer: Trainer, sequences: list[TrainSequence], config, batch_siz
         metrics = trainer.step(fields)
         metrics["fill_ratio"] = packed.fill_ratio
         steps.append(metrics)
+        crash_point(crash_at)  # after the first optimizer step changed the weights
     return steps
 
 
@@ -308,6 +326,9 @@ class Loop:
         self.config, self.mesh, self.model, self.tokenizer = config, mesh, model, tokenizer
         self.train_tasks, self.eval_tasks = list(train_tasks), list(eval_tasks)
         self.run = RunDirectory(config)
+        if config.tasks.curate_from:
+            record = os.path.join(self.run.path, "pool.json")
+            self.train_tasks = curated_tasks(self.train_tasks, config.tasks.curate_from, record)
         self.rng = np.random.default_rng(config.seed)
         self._engines: dict[float, Engine] = {}
 
@@ -349,11 +370,16 @@ class Loop:
         engine.reseed(seed)
         return engine
 
-    def rollout(self, jobs, path, temperature, seed, l_thr=None, desc="rollout"):
+    def rollout(self, jobs, path, temperature, seed, l_thr=None, desc="rollout", crash_at=""):
         engine = self._engine(temperature, seed)
         runner = RolloutRunner(engine, self.tokenizer, rollout_config(self.config, l_thr))
+
+        def finished(_: Trajectory) -> None:
+            bar.update()
+            crash_point(crash_at)  # after the first trajectory is on disk
+
         with tqdm(total=len(jobs), desc=desc, unit="episode", leave=False) as bar:
-            trajectories, stats = runner.run(jobs, path, on_trajectory=lambda t: bar.update())
+            trajectories, stats = runner.run(jobs, path, on_trajectory=finished)
         return trajectories, stats
 
     def evaluate(self, progress: Progress, stage: str) -> dict:
@@ -399,7 +425,7 @@ class Loop:
         trainer = self._trainer("rft", len(sequences))
         steps = []
         for _ in tqdm(range(c.rft.epochs), desc="rft epochs", leave=False):
-            steps += train_on(trainer, sequences, c, c.rft.batch_size, self.rng)
+            steps += train_on(trainer, sequences, c, c.rft.batch_size, self.rng, crash_at="rft")
         return {
             "kind": "rft",
             "trajectories": len(trajectories),
@@ -421,7 +447,12 @@ class Loop:
         jobs = [(task, g) for task in tasks for g in range(c.dapo.group_size)]
         path = self.run.trajectory_file("iter", index)
         trajectories, stats = self.rollout(
-            jobs, path, c.rollout.temperature, c.seed + index, desc=f"iteration {index} rollout"
+            jobs,
+            path,
+            c.rollout.temperature,
+            c.seed + index,
+            desc=f"iteration {index} rollout",
+            crash_at=f"rollout:{index}",
         )
         timings["rollout_s"] = time.perf_counter() - begun
         usable = [t for t in trajectories if not t.infrastructure_error]
@@ -441,7 +472,11 @@ class Loop:
             ]
         timings["recompute_s"] = time.perf_counter() - started
         started = time.perf_counter()
-        steps = train_on(trainer, sequences, c, c.dapo.batch_size, rng) if sequences else []
+        steps = (
+            train_on(trainer, sequences, c, c.dapo.batch_size, rng, crash_at=f"train:{index}")
+            if sequences
+            else []
+        )
         timings["train_s"] = time.perf_counter() - started
         row = {"kind": "dapo", "iteration": index, **rollout_metrics(trajectories)}
         row.update(
@@ -466,6 +501,9 @@ class Loop:
         if resumed is not None:
             progress, trainer.opt_state, step = resumed
             logger.info("resuming from checkpoint %d: %s", step, progress)
+        elif c.train.init_from:  # a new stage starts from the last one's weights
+            source = os.path.join(c.train.init_from, "checkpoints")
+            logger.info("starting from %s, step %d", source, restore_params(source, self.model))
         self.run.keep_metrics(progress)
         evaluating = bool(self.eval_tasks and c.eval.runs)
         if evaluating and progress.evaluations == 0:
@@ -483,8 +521,11 @@ class Loop:
             row = self.iteration(index, trainer)
             progress.iteration = index + 1
             step += 1
-            save(self.run, step, self.model, trainer.opt_state, progress)
+            # The row first: it counts once the checkpoint lands (a run killed in between drops
+            # it on restore and redoes the iteration), so a finished iteration keeps its row.
             self.run.append_metrics(row)
+            save(self.run, step, self.model, trainer.opt_state, progress)
+            crash_point(f"checkpoint:{index}")  # the write is in flight
             last = index == c.dapo.iterations - 1
             due = last or (c.eval.every and (index + 1) % c.eval.every == 0)
             if evaluating and due:
@@ -497,6 +538,52 @@ class Loop:
 
         write_plots(metrics, self.run.plots)
         return metrics
+
+
+def attempts_of_run(run_path: str) -> dict[str, list[bool]]:
+    """task -> whether each of its DAPO rollouts in a finished run resolved it (harness
+    failures left out): the record `curate_pool` reads between stages."""
+    directory = os.path.join(run_path, "trajectories")
+    if not os.path.isdir(directory):
+        raise LoopError(f"tasks.curate_from={run_path!r}: no trajectories directory in it")
+    attempts: dict[str, list[bool]] = {}
+    for name in sorted(os.listdir(directory)):
+        if name.startswith("iter_") and name.endswith(".jsonl"):
+            for t in read_trajectories(os.path.join(directory, name)):
+                if not t.infrastructure_error:
+                    attempts.setdefault(t.task_id, []).append(t.resolved)
+    if not attempts:
+        raise LoopError(f"tasks.curate_from={run_path!r}: the run has no DAPO trajectories")
+    return attempts
+
+
+def curated_tasks(tasks: Sequence[Task], run_path: str, record: str | None = None) -> list[Task]:
+    """The tasks of `tasks` that the curation of SPEC.md keeps after the run at `run_path`
+    (attempted there, solved sometimes but in under 2/3 of the attempts); `record` gets a JSON
+    account of what was kept and dropped."""
+    attempts = attempts_of_run(run_path)
+    keep = set(curate_pool(attempts))
+    kept = [t for t in tasks if t.instance_id in keep]
+    candidates = [attempts[t.instance_id] for t in tasks if t.instance_id in attempts]
+    account = {
+        "source": os.path.abspath(run_path),
+        "tasks": len(tasks),
+        "attempted": len(candidates),
+        "never_solved": sum(not any(a) for a in candidates),
+        "mostly_solved": sum(sum(a) >= 2 / 3 * len(a) for a in candidates),
+        "kept": [t.instance_id for t in kept],
+    }
+    if record:
+        with open(record, "w") as f:
+            json.dump(account, f, indent=2)
+    if not kept:
+        raise LoopError(
+            f"curating against {run_path!r} leaves no training task "
+            f"({account['attempted']} attempted: {account['never_solved']} never solved, "
+            f"{account['mostly_solved']} solved in at least 2/3 of attempts)"
+        )
+    logger.info("curated pool: %d of %d tasks kept", len(kept), len(tasks))
+    return kept
 
 
 def select_tasks(tasks: Sequence[Task], train_ids: str, eval_ids: str) -> tuple[list, list]:

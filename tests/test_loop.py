@@ -3,7 +3,11 @@ checkpoints, and resuming after a crash without losing or repeating an iteration
 
 import json
 import os
+import signal
+import subprocess
+import sys
 
+import numpy as np
 import pytest
 
 from swejax.config import load_config
@@ -155,3 +159,137 @@ def test_eval_mode_scores_a_run_and_writes_predictions(tmp_path, capsys):
     assert "50 task ids are not in the task source" in capsys.readouterr().err
     assert main(["eval", f"--only={TASK}", f"--run={tmp_path}/none", *config]) == 2
     assert "no checkpoint" in capsys.readouterr().err
+
+
+def _main_job(tmp_path, iterations, kill_at=""):
+    """`python -m swejax.main` at a small size in a child process, SIGKILLed at `kill_at`."""
+    overrides = {
+        "name": "k",
+        "run_dir": str(tmp_path),
+        "tasks.train": TASK,
+        "rft.epochs": 2,
+        "dapo.iterations": iterations,
+        "dapo.group_size": 2,
+        "dapo.tasks_per_iteration": 1,
+        "dapo.batch_size": 1,  # two optimizer steps per iteration: a kill can fall between
+        "eval.runs": 0,
+        "rollout.slots": 1,  # one episode at a time: a kill can fall between them
+        "rollout.max_reply_tokens": 24,
+        "scaffold.max_turns": 2,
+        "dapo.l_thr": 1,
+    }
+    argv = [sys.executable, "-m", "swejax.main"]
+    argv += [f"--config.{k}={v}" for k, v in overrides.items()]
+    env = dict(os.environ, SWEJAX_KILL_AT=kill_at)
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_kill_9_at_any_point_loses_no_finished_iteration_and_repeats_none(tmp_path):
+    run = tmp_path / "k"
+    lines = {}
+    # During training (RFT's optimizer steps: DAPO's may all be filtered out at this size),
+    # during a checkpoint write, then during a rollout.
+    for kill_at, finished in (("rft", 0), ("checkpoint:0", None), ("rollout:1", 1)):
+        result = _main_job(tmp_path, iterations=3, kill_at=kill_at)
+        assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
+        done = [r["iteration"] for r in _rows(run, "dapo")]
+        if finished is not None:  # else the checkpoint may or may not have landed
+            assert done == list(range(finished)), (kill_at, done)
+        assert len(_rows(run, "rft")) == (kill_at != "rft")
+        for index in done:  # a finished iteration's trajectories never change afterwards
+            text = _read(run / "trajectories" / f"iter_{index:05d}.jsonl")
+            assert lines.setdefault(index, text) == text
+    result = _main_job(tmp_path, iterations=3)
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = [json.loads(line) for line in _read(run / "metrics.jsonl").splitlines()]
+    assert [r["kind"] for r in metrics] == ["rft", "dapo", "dapo", "dapo"]
+    assert [r["iteration"] for r in metrics[1:]] == [0, 1, 2]
+    for index in range(3):
+        text = _read(run / "trajectories" / f"iter_{index:05d}.jsonl")
+        assert lines.setdefault(index, text) == text
+        assert len(text.splitlines()) == 2  # G = 2, none partial, none twice
+    assert "resuming from checkpoint" in result.stderr
+
+
+def test_pi_old_by_recomputation_trains_on_the_recomputed_logprobs(tmp_path, monkeypatch):
+    import swejax.loop as loop_module
+
+    seen = {}
+    real_recompute, real_train_on = loop_module.recomputed_logprobs, loop_module.train_on
+
+    def recompute(model, trajectories, mesh):
+        seen["recomputed"] = real_recompute(model, trajectories, mesh)
+        return seen["recomputed"]
+
+    def train_on(trainer, sequences, *args, **kwargs):
+        seen.setdefault("sequences", []).append(sequences)
+        return real_train_on(trainer, sequences, *args, **kwargs)
+
+    real_rollout = Loop.rollout
+
+    def rollout(self, *args, **kwargs):  # rewards that differ within the group: DAPO trains
+        trajectories, stats = real_rollout(self, *args, **kwargs)
+        trajectories[0].reward = 1.0 - trajectories[1].reward
+        return trajectories, stats
+
+    monkeypatch.setattr(loop_module, "recomputed_logprobs", recompute)
+    monkeypatch.setattr(loop_module, "train_on", train_on)
+    monkeypatch.setattr(Loop, "rollout", rollout)
+    config = _config(tmp_path, iterations=1, **{"dapo.pi_old": "recompute", "eval.runs": 0})
+    metrics = _loop(config).train()
+    (dapo,) = [r for r in metrics if r["kind"] == "dapo"]
+    assert dapo["optimizer_steps"] > 0, dapo
+    sequences = seen["sequences"][-1]  # the earlier calls: RFT epochs
+    assert len(sequences) == len(seen["recomputed"]) > 0
+    for sequence, recomputed in zip(sequences, seen["recomputed"], strict=True):
+        np.testing.assert_array_equal(np.float32(sequence.old_logprobs), np.float32(recomputed))
+    assert 0 <= dapo["logprob_gap_max"] < 1e-4  # float32: sampler and trainer agree
+
+
+def _write_attempts(run, attempts):
+    from swejax.rollout import Trajectory
+
+    os.makedirs(run / "trajectories")
+    with open(run / "trajectories" / "iter_00000.jsonl", "w") as f:
+        for task, results in attempts.items():
+            for group, resolved in enumerate(results):
+                f.write(Trajectory(task, group, resolved=resolved).to_json() + "\n")
+
+
+def test_curation_between_stages_keeps_tasks_solved_sometimes(tmp_path):
+    from swejax.loop import curated_tasks
+
+    tasks = builtin_tasks()[:5]
+    ids = [t.instance_id for t in tasks]
+    attempts = {
+        ids[0]: [True, True, False],  # 2/3 solved: too easy
+        ids[1]: [False, False, False],  # never solved
+        ids[2]: [True, False, False],  # kept
+        ids[3]: [False, True, False, False],  # kept
+    }  # ids[4] was never attempted: not kept
+    _write_attempts(tmp_path / "stage1", attempts)
+    record = tmp_path / "pool.json"
+    kept = curated_tasks(tasks, str(tmp_path / "stage1"), str(record))
+    assert [t.instance_id for t in kept] == [ids[2], ids[3]]
+    account = json.loads(record.read_text())
+    assert account["never_solved"] == 1 and account["mostly_solved"] == 1
+    with pytest.raises(LoopError, match="leaves no training task"):
+        curated_tasks(tasks[:2], str(tmp_path / "stage1"))
+    with pytest.raises(LoopError, match="no trajectories directory"):
+        curated_tasks(tasks, str(tmp_path / "nowhere"))
+
+
+def test_a_new_stage_starts_from_the_last_runs_weights(tmp_path):
+    import jax
+    from flax import nnx
+
+    first = _loop(_config(tmp_path, iterations=0, **{"eval.runs": 0}))
+    first.train()
+    overrides = {"name": "second", "rft.source": "", "eval.runs": 0}
+    overrides["train.init_from"] = first.run.path
+    second = _loop(_config(tmp_path, iterations=0, **overrides))
+    leaves = jax.tree.leaves(nnx.state(second.model))
+    trained = jax.tree.leaves(nnx.state(first.model))
+    assert not all(np.array_equal(a, b) for a, b in zip(leaves, trained, strict=True))
+    second.train()
+    jax.tree.map(np.testing.assert_array_equal, nnx.state(second.model), nnx.state(first.model))
