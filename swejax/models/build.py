@@ -9,6 +9,7 @@ import jax
 from flax import nnx
 from jax.sharding import Mesh, SingleDeviceSharding
 
+from swejax.models.attention import check_attention
 from swejax.models.config import ModelConfig, from_hf_config, preset, read_hf_config
 from swejax.models.qwen2 import Qwen2
 from swejax.sharding import named_sharding
@@ -45,6 +46,7 @@ def count_params(cfg: ModelConfig) -> int:
 
 def build_model(cfg: ModelConfig, mesh: Mesh | None = None, seed: int = 0) -> Qwen2:
     """A randomly initialised model, each weight created directly at its sharding on `mesh`."""
+    check_attention(cfg)
     abstract = abstract_model(cfg, seed)
     graphdef, _ = nnx.split(abstract)
     out_shardings = None if mesh is None else param_shardings(abstract, mesh)
@@ -76,5 +78,8 @@ def model_config_from(model_cfg: Any) -> ModelConfig:
         "attention": model_cfg.attention,
     }
     if model_cfg.checkpoint:
-        return from_hf_config(read_hf_config(model_cfg.checkpoint), **runtime)
-    return preset(model_cfg.preset, **runtime)
+        cfg = from_hf_config(read_hf_config(model_cfg.checkpoint), **runtime)
+    else:
+        cfg = preset(model_cfg.preset, **runtime)
+    check_attention(cfg)  # before any weights load: an attention that cannot run here raises
+    return cfg

@@ -9,7 +9,8 @@ from typing import Any
 
 DTYPES = ("float32", "bfloat16")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch", "save_attn_mlp_out")
-ATTENTION_IMPLS = ("reference",)
+# Names owned by swejax.models.attention, which also checks that the choice can run here.
+ATTENTION_IMPLS = ("reference", "flash", "ring", "ring_reference", "cudnn")
 
 
 @dataclasses.dataclass(frozen=True)
