@@ -127,3 +127,42 @@ def test_unsupported_input_raises():
         paged_decode_attention(q, k3, v3, layer, t3, l3, interpret=True, platform="gpu")
     with pytest.raises(ValueError, match="GQA"):
         paged_decode_attention(q[:, :3], k_pool, v_pool, layer, table, lengths, interpret=True)
+
+
+def test_the_engine_decoding_with_the_kernel_equals_the_reference_engine():
+    """The model's decode steps through `attend_paged_decode` (the kernel in Pallas's
+    interpreter, run per device's KV heads on a tensor=2 mesh) give the reference engine's
+    tokens and logprobs."""
+    from flax import nnx
+
+    from swejax.models import build_model, place_state, preset
+    from swejax.models.attention import pallas_interpreter
+    from swejax.sampling import Engine, EngineConfig, SamplingParams
+    from swejax.sharding import make_mesh
+
+    reference = build_model(preset("tiny", vocab_size=160, num_layers=2), seed=0)
+    config = EngineConfig(num_slots=3, capacity=64, page_size=16, chunk=8, steps_per_call=5)
+    mesh = make_mesh(data=1, fsdp=4, tensor=2)
+    results = {}
+    with pallas_interpreter():
+        kernel = build_model(preset("tiny", vocab_size=160, num_layers=2, attention="flash"))
+        nnx.update(kernel, nnx.state(reference))
+        for name, model, msh in (
+            ("reference", reference, None),
+            ("kernel", kernel, None),
+            ("kernel on a mesh", place_state(kernel, mesh), mesh),
+        ):
+            engine = Engine(model, config, SamplingParams(temperature=1.0), mesh=msh, seed=3)
+            for slot, prompt in enumerate([[1, 2, 3], list(range(4, 24)), [30]]):
+                engine.prefill(slot, prompt)
+                engine.start_turn(slot, 8)
+            first = engine.decode()
+            engine.extend(0, [40, 41])  # a second turn for slot 0; slot 2 idles
+            engine.start_turn(0, 4)
+            engine.start_turn(1, 4)
+            results[name] = (first, engine.decode())
+    for name in ("kernel", "kernel on a mesh"):
+        for a, b in zip(results["reference"], results[name], strict=True):
+            for slot in range(3):
+                assert a.tokens[slot].tolist() == b.tokens[slot].tolist(), name
+                np.testing.assert_allclose(a.logprobs[slot], b.logprobs[slot], atol=1e-4)

@@ -19,6 +19,8 @@ over the whole sequence), so a config with a ring runs unchanged on one device. 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import jax
@@ -45,6 +47,25 @@ _BACKENDS: dict[str, tuple[str, ...] | None] = {
 }
 
 (_CONTEXT_AXIS,) = LOGICAL_RULES["seq"]
+# The Pallas choices also decode with the paged decode kernel (`swejax_kernels.decode`).
+_DECODE_KERNEL = ("flash", "ring")
+_INTERPRET = {"on": False}  # set by `pallas_interpreter`
+
+
+@contextlib.contextmanager
+def pallas_interpreter() -> Iterator[None]:
+    """Within this context the Pallas choices run in Pallas's interpreter on any backend: how
+    the CPU tests check the model's kernel paths end to end. Slow; never for real runs. It is
+    read when a function is traced, so trace (build the engine, jit the step) inside it."""
+    _INTERPRET["on"] = True
+    try:
+        yield
+    finally:
+        _INTERPRET["on"] = False
+
+
+def uses_decode_kernel(impl: str) -> bool:
+    return impl in _DECODE_KERNEL
 
 
 def check_attention(cfg: ModelConfig, backend: str | None = None) -> None:
@@ -79,6 +100,7 @@ def attend(
             causal=True,
             segment_ids=segment_ids,
             block_impl="flash" if impl == "ring" else "reference",
+            interpret=_INTERPRET["on"],
             batch_axes=LOGICAL_RULES["batch"],
             head_axis=LOGICAL_RULES["act_kv_heads"][0],
         )
@@ -93,10 +115,53 @@ def attend_cached(
     *,
     impl: str,
 ) -> Float[Array, "B T Nq H"]:
-    """New tokens over a KV cache. Every `impl` uses the reference for now: the decode kernel
-    (`swejax_kernels.decode`) is wired in separately, and `impl` names the training kernel."""
+    """New tokens over a slot's gathered KV cache: the reference for every `impl` (prefill and
+    ingest chunks; one-token decode steps of the Pallas choices go to `attend_paged_decode`)."""
     del impl
     return _reference_cached(q, k_cache, v_cache, q_positions)
+
+
+def attend_paged_decode(
+    q: Float[Array, "B 1 Nq H"],
+    k_pool: Float[Array, "L P page Nkv H"],
+    v_pool: Float[Array, "L P page Nkv H"],
+    layer: Int[Array, ""],
+    page_table: Int[Array, "B n"],
+    positions: Int[Array, "B 1"],
+    *,
+    impl: str,
+) -> Float[Array, "B 1 Nq H"]:
+    """One new token per slot over its pages, read in place by the Pallas decode kernel (the
+    token's K/V already written at `positions`). Under a mesh the kernel runs on each device's
+    KV heads (the pools are split over them); slots are not split, as the pools are not."""
+    from swejax_kernels.decode import paged_decode_attention
+
+    if not uses_decode_kernel(impl):
+        raise ValueError(f"attention={impl!r} has no decode kernel; use attend_cached")
+    _check(impl, jax.default_backend(), q.shape[-1], q.dtype)
+
+    def decode(q, k_pool, v_pool, layer, page_table, lengths):
+        out = paged_decode_attention(
+            q[:, 0], k_pool, v_pool, layer, page_table, lengths, interpret=_INTERPRET["on"]
+        )
+        return out[:, None]
+
+    # Idle slots sit at a position past their visible pages (the engine's "beyond"): length 0,
+    # so the kernel reads none of their pages (their output is discarded).
+    visible = page_table.shape[1] * k_pool.shape[2]
+    lengths = jnp.where(positions[:, 0] < visible, positions[:, 0] + 1, 0)
+    mesh = _mesh_in_context()
+    if mesh is None:
+        return decode(q, k_pool, v_pool, layer, page_table, lengths)
+    heads = logical_to_spec(("act_kv_heads",), (k_pool.shape[3],), mesh)[0]
+    q_spec, pool_spec = P(None, None, heads, None), P(None, None, None, heads, None)
+    return jax.shard_map(
+        decode,
+        mesh=mesh,
+        in_specs=(q_spec, pool_spec, pool_spec, P(), P(), P()),
+        out_specs=q_spec,
+        check_vma=False,  # a pallas_call's outputs carry no record of the axes they vary over
+    )(q, k_pool, v_pool, layer, page_table, lengths)
 
 
 # --- checks -----------------------------------------------------------------------------------
@@ -108,7 +173,8 @@ def _check(impl: str, backend: str, head_dim: int, dtype: jnp.dtype) -> None:
             f"attention implementation {impl!r} is not available; have {sorted(_BACKENDS)}"
         )
     backends = _BACKENDS[impl]
-    if backends is not None and backend not in backends:
+    interpreted = _INTERPRET["on"] and impl in ("flash", "ring")
+    if backends is not None and backend not in backends and not interpreted:
         cpu_hint = " (on CPU use 'reference' or 'ring_reference')" if backend == "cpu" else ""
         raise ValueError(
             f"attention={impl!r} runs on {' or '.join(backends)}, not on {backend!r}{cpu_hint}"
@@ -145,7 +211,9 @@ def _flash(q, k, v, segment_ids):
     # Imported here: the Pallas module only lowers on GPU and TPU.
     from swejax_kernels.flash import flash_attention
 
-    return flash_attention(q, k, v, causal=True, segment_ids=segment_ids, interpret=False)
+    return flash_attention(
+        q, k, v, causal=True, segment_ids=segment_ids, interpret=_INTERPRET["on"]
+    )
 
 
 def _cudnn(q, k, v, segment_ids):
@@ -174,8 +242,13 @@ def _per_shard(attention, impl: str, mesh: AbstractMesh | None, q, k, v, segment
     # query heads read exactly its own kv heads.
     spec = logical_to_spec(("batch", "seq", "act_kv_heads", None), k.shape, mesh)
     segment_spec = None if segment_ids is None else P(spec[0], spec[1])
+    # check_vma=False: a pallas_call's outputs carry no record of which mesh axes they vary over.
     return jax.shard_map(
-        attention, mesh=mesh, in_specs=(spec, spec, spec, segment_spec), out_specs=spec
+        attention,
+        mesh=mesh,
+        in_specs=(spec, spec, spec, segment_spec),
+        out_specs=spec,
+        check_vma=False,
     )(q, k, v, segment_ids)
 
 

@@ -16,7 +16,12 @@ from flax import nnx
 from jax.ad_checkpoint import checkpoint_name
 from jaxtyping import Array, Float, Int
 
-from swejax.models.attention import attend, attend_cached
+from swejax.models.attention import (
+    attend,
+    attend_cached,
+    attend_paged_decode,
+    uses_decode_kernel,
+)
 from swejax.models.config import ModelConfig
 from swejax.models.kv_cache import LayerCache, read_pages, write_pages
 from swejax.models.rope import RotaryTables, apply_rope, rotary_tables
@@ -114,9 +119,13 @@ class Attention(nnx.Module):
             write_pages(cache.k, layer, k, page_table, positions),
             write_pages(cache.v, layer, v, page_table, positions),
         )
+        impl = self.cfg.attention
+        if positions.shape[1] == 1 and uses_decode_kernel(impl):  # a decode step
+            out = attend_paged_decode(q, cache.k, cache.v, layer, page_table, positions, impl=impl)
+            return self._output(out), cache
         keys = read_pages(cache.k, layer, page_table).astype(q.dtype)
         values = read_pages(cache.v, layer, page_table).astype(q.dtype)
-        out = attend_cached(q, keys, values, positions, impl=self.cfg.attention)
+        out = attend_cached(q, keys, values, positions, impl=impl)
         return self._output(out), cache
 
 
