@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
 
 from swejax.rl._dapo import dapo_loss
 from swejax.sharding import activation_mesh, named_sharding
@@ -196,6 +197,40 @@ def train_step(
     return params, opt_state, metrics
 
 
+def state_shardings(tx: optax.GradientTransformation, params) -> tuple[Any, Any]:
+    """(parameter, optimizer state) shardings: each moment like its parameter, counters
+    replicated. `params` may be arrays or ShapeDtypeStructs that carry a sharding.
+
+    Explicit, because `jit(tx.init)` alone depends on no parameter value, so it would return
+    the whole AdamW state on one device.
+    """
+    param_sh = jax.tree.map(lambda p: p.sharding, params)
+    first = jax.tree.leaves(param_sh)[0]
+    replicated = (
+        NamedSharding(first.mesh, PartitionSpec()) if isinstance(first, NamedSharding) else first
+    )
+    opt_sh = optax.tree_map_params(
+        tx,
+        lambda _, sharding: sharding,
+        jax.eval_shape(tx.init, params),
+        param_sh,
+        transform_non_params=lambda _: replicated,
+    )
+    return param_sh, opt_sh
+
+
+def jit_train_step(param_shardings, opt_shardings):
+    """`train_step` as the Trainer runs it: config static, parameters and optimizer state
+    donated and handed back at the shardings they came in (so donation always aliases).
+    `tools/plan_memory.py` compiles this same function ahead of time."""
+    return jax.jit(
+        train_step,
+        static_argnums=(0, 1, 2, 3, 4, 5),
+        donate_argnums=(6, 7),
+        out_shardings=(param_shardings, opt_shardings, None),
+    )
+
+
 class Trainer:
     """The optimizer state and the jitted, donating train step over a model's parameters.
 
@@ -216,13 +251,10 @@ class Trainer:
         self.model, self.mesh = model, mesh
         self.tx = make_optimizer(optimizer)
         self.graphdef, params = nnx.split(model)
-        self.opt_state = jax.jit(self.tx.init)(params)
+        param_sh, opt_sh = state_shardings(self.tx, params)
+        self.opt_state = jax.jit(self.tx.init, out_shardings=opt_sh)(params)
         self.step_count = 0
-        self._step = jax.jit(
-            train_step,
-            static_argnums=(0, 1, 2, 3, 4, 5),
-            donate_argnums=(6, 7),
-        )
+        self._step = jit_train_step(param_sh, opt_sh)
         self._static = (self.graphdef, self.tx, objective, micro_batches, eps_low, eps_high)
 
     def _place(self, batch: dict) -> dict:

@@ -1,0 +1,545 @@
+"""Per-device memory of a training run, planned before any hardware is reserved.
+
+Two views of the same DAPO train step (`swejax.train.jit_train_step`, the function the Trainer
+runs), for a model, a mesh and a row length:
+
+- `analytic_breakdown`: what each part should take by counting bytes: weights, AdamW moments,
+  gradients, activations under the remat policy, attention by implementation, the output head's
+  chunk, and the rollout KV cache that stays resident between iterations. Pure arithmetic on a
+  mesh shape (no devices), so it also answers for attention kernels that do not run on CPU.
+- `compile_train_step`: XLA's own numbers. The step is compiled ahead of time for the target
+  mesh, on fake CPU devices or a TPU topology (no TPU needed), from abstract parameters and
+  optimizer state (nothing allocated), and `memory_analysis()` is read. The CPU compiler is not
+  the GPU or TPU one: it upcasts some bfloat16 work to float32 and schedules differently.
+  `compile_attention` compiles one layer's attention alone, so that an implementation that
+  cannot compile here (a Pallas kernel) can be swapped in for its stand-in.
+
+Sizes are bytes per device. Local shapes follow `swejax.sharding.logical_to_spec`, the same rule
+the model uses, so a dimension a mesh axis does not divide (28 heads on tensor=8) is counted as
+replicated, as it is at run time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import time
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jax.sharding import AbstractMesh, Mesh
+
+from swejax.models import abstract_model, param_shardings
+from swejax.models.attention import attend
+from swejax.models.build import is_variable
+from swejax.models.config import ModelConfig
+from swejax.sampling._engine import POOL_AXES
+from swejax.sharding import MESH_AXES, activation_mesh, logical_to_spec, named_sharding
+from swejax.train import BATCH_FIELDS, OptimizerConfig, make_optimizer
+from swejax.train._step import jit_train_step, state_shardings
+
+GIB = 2**30
+BATCH_DTYPES = {
+    "tokens": jnp.int32,
+    "positions": jnp.int32,
+    "segment_ids": jnp.int32,
+    "loss_mask": jnp.bool_,
+    "old_logprobs": jnp.float32,
+    "advantages": jnp.float32,
+}
+# Attention implementations whose memory grows with the square of the local sequence.
+QUADRATIC_ATTENTION = ("reference", "ring_reference")
+
+
+@dataclasses.dataclass(frozen=True)
+class PlanSpec:
+    """One training configuration to plan: model, mesh, rows, and the rollout cache beside it."""
+
+    model: ModelConfig
+    mesh: dict[str, int]  # every axis of MESH_AXES, resolved (no -1)
+    seq: int  # tokens per packed row
+    micro_batch_rows: int = 1  # rows each batch shard (data x fsdp) holds per micro-batch
+    micro_batches: int = 1  # gradient accumulation steps per optimizer step
+    logits_chunk: int = 1024  # positions per output-head chunk (token_logprobs)
+    rollout_slots: int = 0
+    rollout_capacity: int = 0
+    rollout_pages: int = 0  # pages in the KV pool; 0: every slot at full capacity
+    page_size: int = 64
+
+    def __post_init__(self) -> None:
+        if sorted(self.mesh) != sorted(MESH_AXES):
+            raise ValueError(f"mesh needs exactly the axes {MESH_AXES}, got {sorted(self.mesh)}")
+        for name in ("seq", "micro_batch_rows", "micro_batches", "logits_chunk", "page_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"PlanSpec.{name} must be positive, got {getattr(self, name)}")
+
+    @property
+    def devices(self) -> int:
+        return math.prod(self.mesh.values())
+
+    @property
+    def rows(self) -> int:
+        """Global rows of one micro-batch."""
+        return self.micro_batch_rows * self.mesh["data"] * self.mesh["fsdp"]
+
+    @property
+    def batch_rows(self) -> int:
+        """Global rows of the whole batch the step takes."""
+        return self.rows * self.micro_batches
+
+    @property
+    def pool_pages(self) -> int:
+        if self.rollout_pages:
+            return self.rollout_pages
+        return self.rollout_slots * math.ceil(self.rollout_capacity / self.page_size)
+
+
+@dataclasses.dataclass(frozen=True)
+class Item:
+    """One line of the breakdown."""
+
+    name: str
+    bytes: int
+    # "state": lives across steps; "step": the backward pass; "update": the optimizer update
+    # after it; "resident": the rollout KV cache, kept while training; "rollout": decoding only.
+    phase: str
+    note: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Breakdown:
+    items: tuple[Item, ...]
+    attention: str  # the implementation the attention line counts
+
+    def total(self, phases: Sequence[str]) -> int:
+        return sum(item.bytes for item in self.items if item.phase in phases)
+
+    @property
+    def train_step(self) -> int:
+        """Peak of a train step: the state, and then the larger of the backward pass's buffers
+        and the optimizer update's (which runs once the activations are gone)."""
+        update = self.get("gradients") + self.total(("update",))
+        return self.total(("state",)) + max(self.total(("step",)), update)
+
+    @property
+    def train_phase(self) -> int:
+        """A train step with the rollout KV cache resident beside it (engines persist)."""
+        return self.train_step + self.total(("resident",))
+
+    @property
+    def rollout_phase(self) -> int:
+        """Decoding: weights and optimizer state stay, the cache and decode buffers are used."""
+        return self.total(("state", "resident", "rollout"))
+
+    def get(self, name: str) -> int:
+        return sum(item.bytes for item in self.items if item.name == name)
+
+
+@dataclasses.dataclass(frozen=True)
+class XlaMemory:
+    """`Compiled.memory_analysis()` per device, in bytes."""
+
+    argument: int
+    output: int
+    alias: int
+    temp: int
+    generated_code: int
+
+    @property
+    def peak(self) -> int:
+        """Live at once: inputs, outputs not written over donated inputs, scratch, code."""
+        return self.argument + self.output - self.alias + self.temp + self.generated_code
+
+
+class CompileOutOfMemory(RuntimeError):
+    """The compiler itself refused: the step needs more than the device has (the TPU compiler
+    checks its temporaries against HBM; the CPU one never does)."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        # "the total memory required for HLO temporaries (223.25G) exceeds available HBM (95.74G)"
+        found = re.search(r"HLO temporaries \(([\d.]+)G\)", message)
+        self.required_temp = int(float(found.group(1)) * GIB) if found else None
+
+
+@dataclasses.dataclass(frozen=True)
+class CompileResult:
+    memory: XlaMemory
+    attention: str  # the implementation compiled
+    lower_s: float
+    compile_s: float
+    # A float32 copy of the saved layer inputs [L, B, T, D] in the compiled program: XLA's CPU
+    # backend makes one around the scan's bfloat16 dynamic-update-slice; GPU and TPU do not.
+    float32_residual_copy: int = 0
+
+
+# --- counting ----------------------------------------------------------------------------------
+
+
+def abstract_mesh(sizes: dict[str, int]) -> AbstractMesh:
+    return AbstractMesh(tuple(sizes[a] for a in MESH_AXES), MESH_AXES)
+
+
+def local_elements(
+    names: Sequence[str | None], shape: Sequence[int], mesh: AbstractMesh | Mesh
+) -> int:
+    """Elements one device holds of an array with logical `names` (the model's own rule)."""
+    return math.prod(_local_dims(names, shape, mesh))
+
+
+def _local_dims(names, shape, mesh) -> tuple[int, ...]:
+    spec = logical_to_spec(names, shape, mesh)
+    return tuple(
+        size // (1 if axes is None else math.prod(mesh.shape[a] for a in _as_tuple(axes)))
+        for size, axes in zip(shape, spec, strict=True)
+    )
+
+
+def _as_tuple(axes) -> tuple[str, ...]:
+    return (axes,) if isinstance(axes, str) else tuple(axes)
+
+
+@dataclasses.dataclass(frozen=True)
+class _ParamCounts:
+    """Parameter elements per device, split by where they live in the step."""
+
+    total: int  # everything, at its sharding
+    layers_gathered: int  # one layer's weights with data and fsdp gathered (tensor split kept)
+    embed_gathered: int  # the embedding table, fsdp gathered
+    head_gathered: int  # the untied output head, fsdp gathered (0 when tied)
+    layers_stacked: int  # all layers' weights at their sharding
+
+
+def _param_counts(cfg: ModelConfig, mesh: AbstractMesh) -> _ParamCounts:
+    gathered = abstract_mesh({**mesh.shape, "data": 1, "fsdp": 1})
+    total = layers_gathered = layers_stacked = embed = head = 0
+    state = nnx.state(abstract_model(cfg))
+    for path, var in jax.tree_util.tree_flatten_with_path(state, is_leaf=is_variable)[0]:
+        names, shape = var.get_metadata()["axes"], var.shape
+        local = local_elements(names, shape, mesh)
+        total += local
+        top = str(getattr(path[0], "key", path[0]))
+        if top == "layers":
+            layers_stacked += local
+            layers_gathered += local_elements(names, shape, gathered) // cfg.num_layers
+        elif top == "embed":
+            embed = local_elements(names, shape, gathered)
+        elif top == "lm_head":
+            head = local_elements(names, shape, gathered)
+    return _ParamCounts(total, layers_gathered, embed, head, layers_stacked)
+
+
+class _Activations(NamedTuple):
+    """Elements per device of one layer's activations [B, T, ...] by logical names."""
+
+    resid: int  # [B, T, D]: the hidden dimension is never split
+    q: int  # [B, T, N, H]
+    kv: int  # [B, T, K, H]
+    mlp: int  # [B, T, F]
+
+
+def _activations(cfg: ModelConfig, mesh: AbstractMesh, rows: int, seq: int) -> _Activations:
+    B, T, N, K, H = rows, seq, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+    return _Activations(
+        resid=local_elements(("batch", "seq", None), (B, T, cfg.hidden_size), mesh),
+        q=local_elements(("batch", "seq", "act_heads", None), (B, T, N, H), mesh),
+        kv=local_elements(("batch", "seq", "act_kv_heads", None), (B, T, K, H), mesh),
+        mlp=local_elements(("batch", "seq", "act_mlp"), (B, T, cfg.intermediate_size), mesh),
+    )
+
+
+def _layer_intermediates(cfg: ModelConfig, mesh: AbstractMesh, rows: int, seq: int) -> int:
+    """Bytes one decoder layer's forward produces for its backward (policy "none"), without the
+    attention scores (counted by implementation)."""
+    c = jnp.dtype(cfg.dtype).itemsize
+    a = _activations(cfg, mesh, rows, seq)
+    norms = 2 * a.resid * (c + 4)  # two RMSNorms: float32 input copy and the normed output
+    stream = 4 * a.resid * c  # attention output, residual sum, MLP output, next residual
+    projections = (a.q + 2 * a.kv + a.q + a.kv + a.q) * c  # q k v, roped q k, attention out
+    mlp_acts = 4 * a.mlp * c  # gate, up, silu(gate), silu(gate) * up
+    return norms + stream + projections + mlp_acts
+
+
+def _saved_per_layer(cfg: ModelConfig, mesh: AbstractMesh, rows: int, seq: int) -> int:
+    """Bytes the layer scan keeps per layer for the backward pass, by remat policy."""
+    c = jnp.dtype(cfg.dtype).itemsize
+    a = _activations(cfg, mesh, rows, seq)
+    carry = a.resid * c  # the layer's input, which the scan always keeps
+    projections = (a.q + 2 * a.kv + 2 * a.resid + 2 * a.mlp) * c  # q k v, o, gate up, down
+    policy = cfg.remat
+    if policy == "full":
+        return carry
+    if policy == "save_attn_mlp_out":
+        return 3 * carry
+    if policy == "dots_no_batch":
+        return carry + projections
+    if policy == "dots":  # also the attention einsums, which carry batch dimensions
+        return carry + projections + _attention_bytes(cfg, mesh, rows, seq, cfg.attention, 1)
+    if policy == "none":
+        scores = _attention_bytes(cfg, mesh, rows, seq, cfg.attention, 1)
+        return carry + _layer_intermediates(cfg, mesh, rows, seq) + scores
+    raise ValueError(f"no memory model for remat={policy!r}")
+
+
+def _attention_bytes(
+    cfg: ModelConfig, mesh: AbstractMesh, rows: int, seq: int, impl: str, copies: int = 2
+) -> int:
+    """Attention's own buffers in one layer, beyond q, k, v and its output.
+
+    reference: float32 logits [B, N, T_local, T] (keys are all gathered) with the mask as an
+      additive float32 bias [B, T_local, T] and the boolean mask; `copies` float32 score-sized
+      buffers live at once in the backward pass (XLA fuses the rest; 7B at 32k on CPU: 2).
+    ring_reference: blocks of the local length only (custom VJP: nothing T x S is kept between
+      steps or passes), but twice the copies, as XLA overlaps the unrolled ring steps.
+    flash, ring: the row log-sum-exp and the float32 output accumulator; blocks stay on chip.
+    cudnn: flash-like, plus the packed-segment mask it is handed as a dense [B, 1, T, S] bool.
+    """
+    N, H = cfg.num_heads, cfg.head_dim
+    local_seq = seq // mesh.shape["context"] if seq % mesh.shape["context"] == 0 else seq
+    rows_local = local_elements(("batch",), (rows,), mesh)
+    heads_local = local_elements(("act_heads",), (N,), mesh)
+    if impl == "reference":
+        keys = seq
+    elif impl == "ring_reference":
+        keys = local_seq
+    elif impl in ("flash", "ring", "cudnn"):
+        lse_and_acc = rows_local * heads_local * local_seq * (4 + 4 * H)
+        mask = rows_local * local_seq * seq if impl == "cudnn" else 0
+        return lse_and_acc + mask
+    else:
+        raise ValueError(f"no memory model for attention={impl!r}")
+    if impl == "ring_reference":
+        # The ring's steps are unrolled and XLA overlaps them: 72B at 131k, context=4 on CPU
+        # holds about 4.5 block-sized float32 buffers at once (145 GiB for 32 GiB blocks).
+        copies = 2 * copies
+    scores = rows_local * heads_local * local_seq * keys
+    bias = rows_local * local_seq * keys * (4 + 1)  # float32 bias and the boolean mask
+    return scores * 4 * copies + bias
+
+
+def _kv_pool_bytes(spec: PlanSpec, mesh: AbstractMesh) -> int:
+    cfg = spec.model
+    shape = (cfg.num_layers, spec.pool_pages, spec.page_size, cfg.num_kv_heads, cfg.head_dim)
+    itemsize = jnp.dtype(cfg.dtype).itemsize
+    return 2 * local_elements(POOL_AXES, shape, mesh) * itemsize
+
+
+def analytic_breakdown(spec: PlanSpec, attention: str | None = None) -> Breakdown:
+    """Bytes per device of each part of a train step (and the rollout beside it).
+
+    `attention` overrides the implementation the attention line assumes (default: the model's).
+    """
+    cfg, mesh = spec.model, abstract_mesh(spec.mesh)
+    attention = attention or cfg.attention
+    p = jnp.dtype(cfg.param_dtype).itemsize
+    c = jnp.dtype(cfg.dtype).itemsize
+    params = _param_counts(cfg, mesh)
+    rows, seq, L = spec.rows, spec.seq, cfg.num_layers
+    weights = params.total * p
+    resid = local_elements(("batch", "seq", None), (rows, seq, cfg.hidden_size), mesh) * c
+    tokens = local_elements(("batch", "seq"), (rows, seq), mesh)
+    vocab_chunk = local_elements(
+        ("batch", "seq", "act_vocab"), (rows, min(spec.logits_chunk, seq), cfg.vocab_size), mesh
+    )
+    head_tables = params.embed_gathered + params.head_gathered
+    grads = weights * (1 if spec.micro_batches == 1 else 2)
+    items = [
+        Item("weights", weights, "state", f"{cfg.param_dtype}, at their sharding"),
+        Item("optimizer", 2 * weights, "state", f"AdamW mu and nu in {cfg.param_dtype}"),
+        Item(
+            "gradients",
+            grads,
+            "step",
+            "one copy" if spec.micro_batches == 1 else "accumulator + this micro-batch's",
+        ),
+        Item("optimizer update", weights, "update", "the update tree, after the backward pass"),
+        Item(
+            "gathered layer weights",
+            params.layers_gathered * (2 * c + p),
+            "step",
+            "one layer, data/fsdp gathered: forward and backward copies, its gradient",
+        ),
+        Item(
+            "gathered embedding/head",
+            head_tables * 2 * p + params.head_gathered * c,
+            "step",
+            "fsdp gathered tables and their gradients",
+        ),
+        Item(
+            f"saved activations (remat={cfg.remat})",
+            _saved_per_layer(cfg, mesh, rows, seq) * L,
+            "step",
+            f"{L} layers x per-layer residuals",
+        ),
+        Item(
+            "layer recompute",
+            3 * _layer_intermediates(cfg, mesh, rows, seq) // 2,
+            "step",
+            "one layer's forward in the backward pass, and the cotangents live with it (~1/2)",
+        ),
+        Item(
+            f"attention ({attention})",
+            _attention_bytes(cfg, mesh, rows, seq, attention),
+            "step",
+            "T x S scores" if attention in QUADRATIC_ATTENTION else "O(T): lse and accumulator",
+        ),
+        Item(
+            "residual stream",
+            3 * resid + tokens * cfg.head_dim * 4,
+            "step",
+            "embeddings, the gradient flowing back, rotary tables",
+        ),
+        Item(
+            "output head chunk",
+            3 * vocab_chunk * 4 + 2 * resid,
+            "step",
+            f"float32 logits of {spec.logits_chunk} positions x3, final hidden states x2",
+        ),
+        Item(
+            "batch",
+            spec.micro_batches * tokens * sum(jnp.dtype(d).itemsize for d in BATCH_DTYPES.values()),
+            "step",
+            f"{spec.batch_rows} rows x {seq} tokens, {len(BATCH_FIELDS)} fields",
+        ),
+    ]
+    if spec.pool_pages:
+        items.append(
+            Item(
+                "rollout KV cache",
+                _kv_pool_bytes(spec, mesh),
+                "resident",
+                f"{spec.pool_pages} pages of {spec.page_size}: split over kv heads only, "
+                "and kept while training (the loop keeps its engines)",
+            )
+        )
+        items.append(
+            Item(
+                "decode layer-weight copy",
+                params.layers_stacked * p,
+                "rollout",
+                "EngineConfig.split_layer_weights: the layers copied once per decode call",
+            )
+        )
+    return Breakdown(tuple(items), attention)
+
+
+# --- XLA -----------------------------------------------------------------------------------------
+
+
+def abstract_train_state(cfg: ModelConfig, mesh: Mesh, optimizer: OptimizerConfig | None = None):
+    """(graphdef, params, tx, opt_state) with ShapeDtypeStructs at the Trainer's shardings."""
+    model = abstract_model(cfg)
+    graphdef, state = nnx.split(model)
+    shardings = param_shardings(model, mesh)
+    params = jax.tree.map(
+        lambda v, s: v.replace(jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=s)),
+        state,
+        shardings,
+        is_leaf=is_variable,
+    )
+    tx = make_optimizer(optimizer or OptimizerConfig())
+    _, opt_shardings = state_shardings(tx, params)
+    opt_state = jax.tree.map(
+        lambda s, sharding: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
+        jax.eval_shape(tx.init, params),
+        opt_shardings,
+    )
+    return graphdef, params, tx, opt_state
+
+
+def abstract_batch(spec: PlanSpec, mesh: Mesh) -> dict[str, jax.ShapeDtypeStruct]:
+    """The step's batch fields, rows split over the mesh's batch axes as the Trainer places them."""
+    shape = (spec.batch_rows, spec.seq)
+    sharding = named_sharding(mesh, ("batch", "seq"), shape)
+    return {
+        k: jax.ShapeDtypeStruct(shape, BATCH_DTYPES[k], sharding=sharding) for k in BATCH_FIELDS
+    }
+
+
+def compile_train_step(
+    spec: PlanSpec,
+    mesh: Mesh,
+    objective: str = "dapo",
+    eps_low: float = 0.2,
+    eps_high: float = 0.28,
+) -> CompileResult:
+    """Compile the Trainer's DAPO step ahead of time on `mesh` and read XLA's memory analysis."""
+    cfg = spec.model
+    graphdef, params, tx, opt_state = abstract_train_state(cfg, mesh)
+    param_sh = jax.tree.map(lambda p: p.sharding, params)
+    opt_sh = jax.tree.map(lambda s: s.sharding, opt_state)
+    step = jit_train_step(param_sh, opt_sh)
+    started = time.perf_counter()
+    with activation_mesh(mesh):
+        lowered = step.lower(
+            graphdef,
+            tx,
+            objective,
+            spec.micro_batches,
+            eps_low,
+            eps_high,
+            params,
+            opt_state,
+            abstract_batch(spec, mesh),
+        )
+    lowered_at = time.perf_counter()
+    try:
+        compiled = lowered.compile()
+    except jax.errors.JaxRuntimeError as error:
+        if "RESOURCE_EXHAUSTED" not in str(error):
+            raise
+        raise CompileOutOfMemory(str(error)) from error
+    done = time.perf_counter()
+    copy = 0
+    if jnp.dtype(cfg.dtype) != jnp.float32:
+        dims = _local_dims(("layers", "batch", "seq", None), _residual_stack(spec), mesh)
+        if f"f32[{','.join(map(str, dims))}]" in compiled.as_text():
+            copy = math.prod(dims) * 4
+    return CompileResult(
+        _memory(compiled), cfg.attention, lowered_at - started, done - lowered_at, copy
+    )
+
+
+def compile_attention(spec: PlanSpec, mesh: Mesh) -> XlaMemory:
+    """XLA's memory for one layer's attention alone, forward and backward, at the step's shapes
+    and shardings: what the compiled step's peak holds for attention while a layer is redone."""
+    cfg = spec.model
+    dtype = jnp.dtype(cfg.dtype)
+
+    def array(names, shape, dt=dtype):
+        return jax.ShapeDtypeStruct(shape, dt, sharding=named_sharding(mesh, names, shape))
+
+    rows, seq, N, K, H = spec.rows, spec.seq, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+    q = array(("batch", "seq", "act_heads", None), (rows, seq, N, H))
+    kv = array(("batch", "seq", "act_kv_heads", None), (rows, seq, K, H))
+    segments = array(("batch", "seq"), (rows, seq), jnp.int32)
+
+    def forward_backward(q, k, v, segment_ids, dout):
+        out, pullback = jax.vjp(
+            lambda q, k, v: attend(q, k, v, segment_ids, impl=cfg.attention), q, k, v
+        )
+        return pullback(dout)
+
+    with activation_mesh(mesh):
+        compiled = jax.jit(forward_backward).lower(q, kv, kv, segments, q).compile()
+    return _memory(compiled)
+
+
+def _memory(compiled) -> XlaMemory:
+    stats = compiled.memory_analysis()
+    return XlaMemory(
+        argument=stats.argument_size_in_bytes,
+        output=stats.output_size_in_bytes,
+        alias=stats.alias_size_in_bytes,
+        temp=stats.temp_size_in_bytes,
+        generated_code=stats.generated_code_size_in_bytes,
+    )
+
+
+def _residual_stack(spec: PlanSpec) -> tuple[int, ...]:
+    cfg = spec.model
+    return (cfg.num_layers, spec.rows, spec.seq, cfg.hidden_size)
