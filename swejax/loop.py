@@ -378,8 +378,13 @@ class Loop:
             bar.update()
             crash_point(crash_at)  # after the first trajectory is on disk
 
-        with tqdm(total=len(jobs), desc=desc, unit="episode", leave=False) as bar:
-            trajectories, stats = runner.run(jobs, path, on_trajectory=finished)
+        try:
+            with tqdm(total=len(jobs), desc=desc, unit="episode", leave=False) as bar:
+                trajectories, stats = runner.run(jobs, path, on_trajectory=finished)
+        finally:
+            # The KV pools are as large as the train step's activations at long context: only
+            # one of the two lives at a time (the next rollout's reseed allocates them again).
+            engine.release()
         return trajectories, stats
 
     def evaluate(self, progress: Progress, stage: str) -> dict:

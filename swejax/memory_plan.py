@@ -5,7 +5,7 @@ runs), for a model, a mesh and a row length:
 
 - `analytic_breakdown`: what each part should take by counting bytes: weights, AdamW moments,
   gradients, activations under the remat policy, attention by implementation, the output head's
-  chunk, and the rollout KV cache that stays resident between iterations. Pure arithmetic on a
+  chunk, and the rollout KV cache (released before each train step). Pure arithmetic on a
   mesh shape (no devices), so it also answers for attention kernels that do not run on CPU.
 - `compile_train_step`: XLA's own numbers. The step is compiled ahead of time for the target
   mesh, on fake CPU devices or a TPU topology (no TPU needed), from abstract parameters and
@@ -105,7 +105,7 @@ class Item:
     name: str
     bytes: int
     # "state": lives across steps; "step": the backward pass; "update": the optimizer update
-    # after it; "resident": the rollout KV cache, kept while training; "rollout": decoding only.
+    # after it; "rollout": decoding only (the loop releases the KV cache before training).
     phase: str
     note: str = ""
 
@@ -127,13 +127,13 @@ class Breakdown:
 
     @property
     def train_phase(self) -> int:
-        """A train step with the rollout KV cache resident beside it (engines persist)."""
-        return self.train_step + self.total(("resident",))
+        """Training: the train step alone (`Loop.rollout` releases the engines' KV pools)."""
+        return self.train_step
 
     @property
     def rollout_phase(self) -> int:
         """Decoding: weights and optimizer state stay, the cache and decode buffers are used."""
-        return self.total(("state", "resident", "rollout"))
+        return self.total(("state", "rollout"))
 
     def get(self, name: str) -> int:
         return sum(item.bytes for item in self.items if item.name == name)
@@ -411,9 +411,9 @@ def analytic_breakdown(spec: PlanSpec, attention: str | None = None) -> Breakdow
             Item(
                 "rollout KV cache",
                 _kv_pool_bytes(spec, mesh),
-                "resident",
+                "rollout",
                 f"{spec.pool_pages} pages of {spec.page_size}: split over kv heads only, "
-                "and kept while training (the loop keeps its engines)",
+                "and released before training (Engine.release)",
             )
         )
         items.append(

@@ -35,7 +35,7 @@ LOGICAL_RULES: dict[str, tuple[str, ...]] = {
     "act_mlp": ("tensor",),
     "act_vocab": ("tensor",),
     # weights
-    "embed": ("fsdp",),
+    "embed": ("fsdp", "context"),  # weights split over context too: ZeRO-3 over fsdp x context
     "heads": ("tensor",),
     "kv_heads": ("tensor",),
     "mlp": ("tensor",),

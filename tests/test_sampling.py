@@ -291,3 +291,24 @@ def test_batched_prefill_and_extend_equal_forward_passes(model):
     with pytest.raises(ContextFull):
         engine.extend_many([(2, [1]), (3, list(range(80)))])
     assert engine.length(2) == before, "a refused batch must change no slot"
+
+
+def test_a_released_cache_is_freed_and_comes_back_on_reseed(model):
+    config = EngineConfig(num_slots=2, capacity=32, page_size=8, chunk=8)
+
+    def sample(engine):
+        engine.prefill(0, [1, 2, 3])
+        engine.start_turn(0, 5)
+        return engine.decode().tokens[0].tolist()
+
+    engine = Engine(model, config, SamplingParams(temperature=1.0), seed=4)
+    first = sample(engine)
+    pools = engine.state.cache
+    engine.release()
+    assert all(pool.is_deleted() for pool in pools)
+    with pytest.raises(RuntimeError, match="released"):
+        engine.prefill(0, [1])
+    with pytest.raises(RuntimeError, match="released"):
+        engine.decode()
+    engine.reseed(4)
+    assert sample(engine) == first

@@ -40,6 +40,11 @@ def test_axes_that_do_not_divide_a_dimension_are_replicated():
     mesh = make_mesh(data=2, fsdp=4)
     assert logical_to_spec(("batch", "seq"), (8, 16), mesh) == P(("data", "fsdp"), None)
     assert logical_to_spec(("batch", "seq"), (2, 16), mesh) == P("data", None)
+    # Weights are split over fsdp and context together (context parallelism would otherwise
+    # multiply the weights and optimizer state per device by the context size).
+    mesh = make_mesh(fsdp=2, context=4)
+    assert logical_to_spec(("embed", "mlp"), (64, 128), mesh) == P(("fsdp", "context"), None)
+    assert logical_to_spec(("batch", "seq"), (2, 16), mesh) == P("fsdp", "context")
 
 
 def test_constraints_follow_the_mesh_in_context_even_for_a_cached_function():

@@ -237,7 +237,7 @@ def plan(args: argparse.Namespace) -> dict:
     )
     analytic = analytic_breakdown(spec)
     usable = args.device_memory_gib * (1 - args.headroom) * GIB
-    kv_resident = analytic.total(("resident",))
+    kv_pool = analytic.get("rollout KV cache")
     report: dict = {
         "inputs": {
             **{k: v for k, v in vars(args).items() if k not in ("json", "mesh")},
@@ -265,18 +265,18 @@ def plan(args: argparse.Namespace) -> dict:
         if "error" in xla:
             fits["train_phase_xla"] = False
         elif xla["projected_peak"] is not None:
-            xla["train_phase"] = xla["projected_peak"] + kv_resident
+            xla["train_phase"] = xla["projected_peak"]
             fits["train_phase_xla"] = xla["train_phase"] <= usable
     if spec.model.attention in ("reference",) and spec.seq >= 16384:
         report["notes"].append(
             "attention='reference' materialises float32 [rows, heads, T, S] scores per layer; "
             "long rows need flash, ring or ring_reference."
         )
-    if kv_resident:
+    if kv_pool:
         report["notes"].append(
             "The KV pool is split over kv heads only (sampling POOL_AXES), so every data/fsdp/"
-            "context group holds all of it; swejax.loop keeps its engines (and their pools) "
-            "alive while training, so the pool counts in the train phase too."
+            "context group holds all of it; the loop releases it before each train step "
+            "(Engine.release), so it counts in the rollout phase only."
         )
     if not args.topology:
         report["notes"].append(
@@ -333,7 +333,7 @@ def format_report(report: dict) -> str:
         else:
             lines += [
                 f"  {'projected, attention=' + i['attention']:34}{_gib(xla['projected_peak'])}",
-                f"  {'train phase (+ resident KV)':34}{_gib(xla['train_phase'])}",
+                f"  {'train phase':34}{_gib(xla['train_phase'])}",
             ]
         lines += [
             f"  lowered in {xla['lower_s']:.1f} s, compiled in {xla['compile_s']:.1f} s",
@@ -344,7 +344,7 @@ def format_report(report: dict) -> str:
         lines.append(f"  {item['name']:34}{_gib(item['bytes'])}  {item['phase']:8} {item['note']}")
     lines += [
         f"  {'train step':34}{_gib(a['train_step'])}",
-        f"  {'train phase (+ resident KV)':34}{_gib(a['train_phase'])}",
+        f"  {'train phase':34}{_gib(a['train_phase'])}",
         f"  {'rollout phase':34}{_gib(a['rollout_phase'])}",
         "",
         f"device {i['device_memory_gib']:g} GiB, usable {report['usable_bytes'] / 2**30:.1f} GiB "

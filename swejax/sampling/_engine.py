@@ -310,10 +310,14 @@ class Engine:
         return jax.jit(init, out_shardings=self._state_shardings())()
 
     def reseed(self, seed: int) -> None:
-        """Draw from a new random stream from now on (the engine must be idle)."""
+        """Draw from a new random stream from now on (the engine must be idle). After
+        `release`, this allocates the pools again, every slot empty."""
         if any(s.active for s in self._slots):
             raise RuntimeError("reseed needs an idle engine")
         self._seed = seed
+        if self.state is None:
+            self.reset()
+            return
         key = jax.device_put(jax.random.key(seed), self._replicated())
         self.state = self.state._replace(key=key)
 
@@ -324,6 +328,15 @@ class Engine:
         self.state = self._new_state()
         self._slots = [_Slot() for _ in range(self.config.num_slots)]
         self._free_pages = list(range(self.config.pool_pages - 1, -1, -1))
+
+    def release(self) -> None:
+        """Give the KV page pools' device memory back (between rollouts, so the train step has
+        it); the compiled programs stay. `reset` or `reseed` allocates the pools again."""
+        if self.state is not None:
+            for pool in self.state.cache:
+                pool.delete()
+        self.state = None
+        self._slots = [_Slot() for _ in range(self.config.num_slots)]
 
     def free(self, slot: int) -> None:
         """End a slot's sequence and return its pages; their stale contents are never read."""
@@ -486,6 +499,8 @@ class Engine:
     def decode(self, num_steps: int | None = None) -> DecodeResult:
         """Run up to `num_steps` (default: config.steps_per_call) steps for every active slot."""
         num_steps = num_steps or self.config.steps_per_call
+        if self.state is None:
+            raise RuntimeError("the engine's KV cache was released; reset() or reseed() first")
         active = [i for i, s in enumerate(self._slots) if s.active]
         for slot in active:
             # Pages for this call's tokens; a slot the pool cannot serve stops OUT_OF_PAGES.
@@ -512,5 +527,7 @@ class Engine:
         return DecodeResult(result_tokens, result_logprobs, stopped, reasons)
 
     def _check_slot(self, slot: int) -> None:
+        if self.state is None:
+            raise RuntimeError("the engine's KV cache was released; reset() or reseed() first")
         if not 0 <= slot < self.config.num_slots:
             raise IndexError(f"slot {slot} out of range [0, {self.config.num_slots})")
