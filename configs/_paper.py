@@ -2,8 +2,9 @@
 
 Not a config itself: configs/qwen25_72b_{rft,stage1,stage2}.py start from `paper_config()`.
 The mesh is for 16 x 8 H200 (128 devices): tensor parallelism inside a node, FSDP across nodes,
-context parallelism for the longest rollouts (the ring attention of issue 6 makes context > 1
-useful; until then keep it at 1).
+and ring attention over the context axis (2 at 65k, 4 at 131k), as planned with
+tools/plan_memory.py (README, "Memory planning"). The KV pool holds 40,000 pages of 64 tokens per
+tensor group (2.6M tokens, 100 GiB at tensor=8), released before each train step.
 """
 
 import ml_collections
@@ -11,17 +12,20 @@ import ml_collections
 from swejax.config import default_config
 
 
-def paper_config(name: str, capacity: int, max_turns: int) -> ml_collections.ConfigDict:
+def paper_config(
+    name: str, capacity: int, max_turns: int, context: int
+) -> ml_collections.ConfigDict:
     config = default_config()
     config.name = name
     config.model.preset = "qwen2.5-72b"  # set model.checkpoint to the Instruct weights
     config.model.dtype = "bfloat16"
     config.model.param_dtype = "float32"
     config.model.remat = "full"
+    config.model.attention = "ring"
     config.mesh.data = 1
     config.mesh.fsdp = -1
     config.mesh.tensor = 8
-    config.mesh.context = 1
+    config.mesh.context = context
     config.tokenizer = ""  # the checkpoint's own tokenizer files
     config.tasks.source = "swe-rebench-filtered.jsonl"  # the 7,249 filtered SWE-rebench tasks
     config.tasks.train = ""
@@ -34,6 +38,7 @@ def paper_config(name: str, capacity: int, max_turns: int) -> ml_collections.Con
     config.rollout.capacity = capacity
     config.rollout.max_reply_tokens = 4096
     config.rollout.slots = 64
+    config.rollout.num_pages = 40_000
     config.rollout.steps_per_call = 16
     config.rollout.workers = 64
     config.rollout.temperature = 1.0

@@ -17,7 +17,7 @@ from _paper import paper_config  # noqa: E402
 
 
 def get_config():
-    config = paper_config("qwen25_72b_rft", capacity=65_536, max_turns=40)
+    config = paper_config("qwen25_72b_rft", capacity=65_536, max_turns=40, context=2)
     config.rft.source = "policy"
     config.rft.attempts = 10
     config.rft.epochs = 1

@@ -18,7 +18,7 @@ from _paper import paper_config  # noqa: E402
 
 
 def get_config():
-    config = paper_config("qwen25_72b_stage1", capacity=65_536, max_turns=40)
+    config = paper_config("qwen25_72b_stage1", capacity=65_536, max_turns=40, context=2)
     config.rft.source = ""
     config.dapo.iterations = 100
     config.dapo.tasks_per_iteration = 300

@@ -20,7 +20,7 @@ from _paper import paper_config  # noqa: E402
 
 
 def get_config():
-    config = paper_config("qwen25_72b_stage2", capacity=131_072, max_turns=80)
+    config = paper_config("qwen25_72b_stage2", capacity=131_072, max_turns=80, context=4)
     config.rft.source = ""
     config.dapo.iterations = 100
     config.dapo.tasks_per_iteration = 100
@@ -33,5 +33,4 @@ def get_config():
     config.dapo.l_thr = 10
     config.tasks.curate_from = "runs/qwen25_72b_stage1"
     config.train.init_from = "runs/qwen25_72b_stage1"
-    config.mesh.context = 1  # 2 or more once ring attention (issue 6) is in
     return config

@@ -271,6 +271,9 @@ def test_the_paper_configs_hold_every_spec_number():
         assert (d.group_size, d.learning_rate, d.weight_decay, d.l_thr) == (10, 1e-6, 0.1, 10)
         assert stage.rollout.temperature == 1.0 and stage.train.grad_clip == 1.0
         assert stage.model.preset == "qwen2.5-72b" and stage.eval.runs == 10
+        # The meshes tools/plan_memory.py fits on 16 x 8 H200 (README, "Memory planning").
+        assert stage.model.attention == "ring" and stage.mesh.tensor == 8
+        assert stage.mesh.context == context // 32_768
 
 
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda path: path.name)
