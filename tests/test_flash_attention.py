@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from swejax_kernels import flash
+from swejax_kernels import _flash_tiles, flash
 from swejax_kernels.reference import attention
 
 # Small tiles for interpret mode. GPU tiles are powers of two (>= 16); TPU key tiles are whole
@@ -273,7 +273,7 @@ def test_kernels_lower_for_the_device(monkeypatch, platform, backend, custom_cal
     a Triton / Mosaic lowering rule and the block shapes pass Pallas' checks for that backend.
     Compiling the lowered kernels needs the device and is not covered here."""
     # Lowering for a device this machine lacks: skip the check that refuses it.
-    monkeypatch.setattr(flash, "_resolve_backend", lambda requested, interpret: backend)
+    monkeypatch.setattr(_flash_tiles, "_resolve_backend", lambda requested, interpret: backend)
     q = jax.ShapeDtypeStruct((1, 300, 8, 128), jnp.bfloat16)
     kv = jax.ShapeDtypeStruct((1, 300, 2, 128), jnp.bfloat16)
     segment_ids = jax.ShapeDtypeStruct((1, 300), jnp.int32)
