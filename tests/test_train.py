@@ -165,3 +165,20 @@ def test_chunked_output_head_has_the_same_gradient():
     whole = jax.grad(total)(params, 1024)
     chunked = jax.grad(total)(params, 7)
     jax.tree.map(_assert_close, jax.tree.map(np.asarray, chunked), jax.tree.map(np.asarray, whole))
+
+
+def test_the_train_step_benchmark_runs_and_reports_throughput(tmp_path):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "tools" / "bench_train.py"
+    spec = importlib.util.spec_from_file_location("bench_train", path)
+    bench_train = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_train)
+    out = tmp_path / "train.json"
+    assert bench_train.main(["--smoke", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["rows"] == 8 and result["seq"] == 128  # one row per (fake) device
+    assert result["tokens_per_s"] > 0 and result["model_tflops"] > 0
+    assert not result["skipped"] and result["loss"] == result["loss"]  # finite, applied

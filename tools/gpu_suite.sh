@@ -45,3 +45,15 @@ for preset in ${PRESETS:-qwen2.5-1.5b qwen2.5-7b}; do
     --turns 0 --split-layers 1,0 > "$OUT/decode_$preset.json" 2> "$OUT/decode_$preset.log"
   echo "rc=$?" >> "$OUT/decode_$preset.log"
 done
+
+# Attention kernels: flash against cuDNN and the XLA reference, forward and forward+backward.
+timeout "${ATTENTION_TIMEOUT:-240}" python tools/bench_attention.py --seqs "${SEQS:-4096,16384,32768,131072}" \
+  --out "$OUT/attention.json" > "$OUT/attention.log" 2>&1
+echo "rc=$?" >> "$OUT/attention.log"
+
+# Training-step MFU of the 1.5B at 32k tokens, per attention choice.
+for attention in ${TRAIN_ATTENTION:-flash cudnn}; do
+  timeout "${TRAIN_TIMEOUT:-200}" python tools/bench_train.py --preset qwen2.5-1.5b --seq 32768 \
+    --attention "$attention" --out "$OUT/train_$attention.json" > "$OUT/train_$attention.log" 2>&1
+  echo "rc=$?" >> "$OUT/train_$attention.log"
+done
