@@ -3,8 +3,9 @@
 Not a config itself: configs/qwen25_72b_{rft,stage1,stage2}.py start from `paper_config()`.
 The mesh is for 16 x 8 H200 (128 devices): tensor parallelism inside a node, FSDP across nodes,
 and ring attention over the context axis (2 at 65k, 4 at 131k), as planned with
-tools/plan_memory.py (README, "Memory planning"). The KV pool holds 40,000 pages of 64 tokens per
-tensor group (2.6M tokens, 100 GiB at tensor=8), released before each train step.
+tools/plan_memory.py (README, "Memory planning"). The KV pool gives each of the 64 slots its
+full context (split over fsdp and tensor: 20 GiB per device at 65k, 80 GiB at 131k), released
+before each train step.
 """
 
 import ml_collections
@@ -38,7 +39,6 @@ def paper_config(
     config.rollout.capacity = capacity
     config.rollout.max_reply_tokens = 4096
     config.rollout.slots = 64
-    config.rollout.num_pages = 40_000
     config.rollout.steps_per_call = 16
     config.rollout.workers = 64
     config.rollout.temperature = 1.0

@@ -37,7 +37,7 @@ from swejax.models import abstract_model, param_shardings
 from swejax.models.attention import attend
 from swejax.models.build import is_variable
 from swejax.models.config import ModelConfig
-from swejax.sampling._engine import POOL_AXES
+from swejax.models.kv_cache import num_shards, pool_page_axes, pool_spec
 from swejax.sharding import MESH_AXES, activation_mesh, logical_to_spec, named_sharding
 from swejax.train import BATCH_FIELDS, OptimizerConfig, make_optimizer
 from swejax.train._step import jit_train_step, state_shardings
@@ -322,10 +322,16 @@ def _attention_bytes(
 
 
 def _kv_pool_bytes(spec: PlanSpec, mesh: AbstractMesh) -> int:
+    """K and V pools on one device: pages split over the batch shards of the rollout slots
+    (the engine's own rule, `kv_cache.pool_page_axes`), KV heads over tensor."""
     cfg = spec.model
     shape = (cfg.num_layers, spec.pool_pages, spec.page_size, cfg.num_kv_heads, cfg.head_dim)
-    itemsize = jnp.dtype(cfg.dtype).itemsize
-    return 2 * local_elements(POOL_AXES, shape, mesh) * itemsize
+    layout = pool_spec(mesh, pool_page_axes(mesh, spec.rollout_slots), cfg.num_kv_heads)
+    local = math.prod(
+        size // (1 if axes is None else num_shards(mesh, _as_tuple(axes)))
+        for size, axes in zip(shape, layout, strict=True)
+    )
+    return 2 * local * jnp.dtype(cfg.dtype).itemsize
 
 
 def analytic_breakdown(spec: PlanSpec, attention: str | None = None) -> Breakdown:
@@ -412,8 +418,9 @@ def analytic_breakdown(spec: PlanSpec, attention: str | None = None) -> Breakdow
                 "rollout KV cache",
                 _kv_pool_bytes(spec, mesh),
                 "rollout",
-                f"{spec.pool_pages} pages of {spec.page_size}: split over kv heads only, "
-                "and released before training (Engine.release)",
+                f"{spec.pool_pages} pages of {spec.page_size}: pages split over the batch "
+                "shards of the slots, kv heads over tensor; released before training "
+                "(Engine.release)",
             )
         )
         items.append(

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.sharding import PartitionSpec as P
 from swejax_kernels.decode import paged_decode_attention, reference_paged_decode_attention
 from swejax_kernels.reference import cached_attention
 
@@ -131,8 +132,8 @@ def test_unsupported_input_raises():
 
 def test_the_engine_decoding_with_the_kernel_equals_the_reference_engine():
     """The model's decode steps through `attend_paged_decode` (the kernel in Pallas's
-    interpreter, run per device's KV heads on a tensor=2 mesh) give the reference engine's
-    tokens and logprobs."""
+    interpreter, run per device's slots, pages and KV heads on an fsdp=4, tensor=2 mesh) give
+    the reference engine's tokens and logprobs."""
     from flax import nnx
 
     from swejax.models import build_model, place_state, preset
@@ -141,7 +142,8 @@ def test_the_engine_decoding_with_the_kernel_equals_the_reference_engine():
     from swejax.sharding import make_mesh
 
     reference = build_model(preset("tiny", vocab_size=160, num_layers=2), seed=0)
-    config = EngineConfig(num_slots=3, capacity=64, page_size=16, chunk=8, steps_per_call=5)
+    # 4 slots: one per fsdp shard, each with its own quarter of the pool's pages.
+    config = EngineConfig(num_slots=4, capacity=64, page_size=16, chunk=8, steps_per_call=5)
     mesh = make_mesh(data=1, fsdp=4, tensor=2)
     results = {}
     with pallas_interpreter():
@@ -153,16 +155,21 @@ def test_the_engine_decoding_with_the_kernel_equals_the_reference_engine():
             ("kernel on a mesh", place_state(kernel, mesh), mesh),
         ):
             engine = Engine(model, config, SamplingParams(temperature=1.0), mesh=msh, seed=3)
-            for slot, prompt in enumerate([[1, 2, 3], list(range(4, 24)), [30]]):
+            if msh is not None:
+                assert engine.state.cache.k.sharding.spec == P(None, "fsdp", None, "tensor", None)
+            for slot, prompt in enumerate([[1, 2, 3], list(range(4, 24)), [30], [7, 8]]):
                 engine.prefill(slot, prompt)
                 engine.start_turn(slot, 8)
             first = engine.decode()
             engine.extend(0, [40, 41])  # a second turn for slot 0; slot 2 idles
+            engine.free(3)  # slot 3 starts over
+            engine.prefill(3, list(range(50, 70)))
             engine.start_turn(0, 4)
             engine.start_turn(1, 4)
+            engine.start_turn(3, 6)
             results[name] = (first, engine.decode())
     for name in ("kernel", "kernel on a mesh"):
         for a, b in zip(results["reference"], results[name], strict=True):
-            for slot in range(3):
+            for slot in range(4):
                 assert a.tokens[slot].tolist() == b.tokens[slot].tolist(), name
                 np.testing.assert_allclose(a.logprobs[slot], b.logprobs[slot], atol=1e-4)

@@ -47,8 +47,9 @@ def test_tiny_breakdown_by_hand():
     assert plan.get("saved activations (remat=full)") == 2 * 256 * 64 * 2
     # flash: float32 lse and output accumulator of 1 row x 2 local heads x 256 tokens.
     assert plan.get("attention (flash)") == 1 * 2 * 256 * (4 + 4 * 16)
-    # KV pool: 2 slots x 4 pages of 64, [L, P, page, K_tp, H] bf16, for k and v.
-    assert plan.get("rollout KV cache") == 2 * (2 * 8 * 64 * 1 * 16) * 2
+    # KV pool: 2 slots x 4 pages of 64, [L, P_fsdp, page, K_tp, H] bf16, for k and v: each
+    # fsdp shard holds its slot's 4 pages.
+    assert plan.get("rollout KV cache") == 2 * (2 * 4 * 64 * 1 * 16) * 2
     step = sum(i.bytes for i in plan.items if i.phase == "step")
     assert plan.train_step == 3 * weights + max(step, 2 * weights)
     assert plan.train_phase == plan.train_step  # the loop releases the KV cache first

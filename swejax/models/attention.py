@@ -32,6 +32,7 @@ from swejax_kernels.reference import attention as _reference
 from swejax_kernels.reference import cached_attention as _reference_cached
 from swejax_kernels.ring import ring_attention
 
+from swejax.models.kv_cache import LayerCache, per_page_shard
 from swejax.sharding import LOGICAL_RULES, logical_to_spec
 
 if TYPE_CHECKING:
@@ -123,8 +124,7 @@ def attend_cached(
 
 def attend_paged_decode(
     q: Float[Array, "B 1 Nq H"],
-    k_pool: Float[Array, "L P page Nkv H"],
-    v_pool: Float[Array, "L P page Nkv H"],
+    cache: LayerCache,
     layer: Int[Array, ""],
     page_table: Int[Array, "B n"],
     positions: Int[Array, "B 1"],
@@ -133,7 +133,7 @@ def attend_paged_decode(
 ) -> Float[Array, "B 1 Nq H"]:
     """One new token per slot over its pages, read in place by the Pallas decode kernel (the
     token's K/V already written at `positions`). Under a mesh the kernel runs on each device's
-    KV heads (the pools are split over them); slots are not split, as the pools are not."""
+    slots, pages and KV heads (`kv_cache.per_page_shard`: the page table holds shard-local ids)."""
     from swejax_kernels.decode import paged_decode_attention
 
     if not uses_decode_kernel(impl):
@@ -148,20 +148,13 @@ def attend_paged_decode(
 
     # Idle slots sit at a position past their visible pages (the engine's "beyond"): length 0,
     # so the kernel reads none of their pages (their output is discarded).
-    visible = page_table.shape[1] * k_pool.shape[2]
+    visible = page_table.shape[1] * cache.k.shape[2]
     lengths = jnp.where(positions[:, 0] < visible, positions[:, 0] + 1, 0)
-    mesh = _mesh_in_context()
-    if mesh is None:
-        return decode(q, k_pool, v_pool, layer, page_table, lengths)
-    heads = logical_to_spec(("act_kv_heads",), (k_pool.shape[3],), mesh)[0]
-    q_spec, pool_spec = P(None, None, heads, None), P(None, None, None, heads, None)
-    return jax.shard_map(
-        decode,
-        mesh=mesh,
-        in_specs=(q_spec, pool_spec, pool_spec, P(), P(), P()),
-        out_specs=q_spec,
-        check_vma=False,  # a pallas_call's outputs carry no record of the axes they vary over
-    )(q, k_pool, v_pool, layer, page_table, lengths)
+    # check_vma=False: a pallas_call's outputs carry no record of the axes they vary over.
+    (out,) = per_page_shard(
+        lambda *args: (decode(*args),), cache, (4, None, None, 0, 2, 1), (4,), check_vma=False
+    )(q, cache.k, cache.v, layer, page_table, lengths)
+    return out
 
 
 # --- checks -----------------------------------------------------------------------------------

@@ -7,21 +7,141 @@ A sequence's token at position p lives in page `page_table[b, p // page_size]`, 
 The pools hold every layer, [L, P, page, K, H], and are read and written by layer index: the
 layer scan carries them, so XLA updates them in place instead of copying a layer's pool (or the
 whole cache) on every decode step.
+
+On a mesh the pages are split over the batch axes, like the slots: with S slots and P pages in
+`shards` batch shards, slot s uses only pages of its own shard s // (S / shards), which are
+pages [g * P / shards, (g + 1) * P / shards) of the pool, and its page table holds their ids
+local to that shard (global id - g * P / shards). `write_cache` and `read_cache` run the scatter
+and the gather on each device's own rows, pages and KV heads (`per_page_shard`); the
+partitioner alone cannot know a row touches only its shard's pages and would gather the whole
+pool. A pool over one shard is the plain case: local ids are global ids.
+
+    pool[L, P_batch, page, K_tp, H]    page_table[B_batch, n]    new K/V [B_batch, T, K_tp, H]
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import math
+from collections.abc import Callable, Iterator
 
+import jax
 import jax.numpy as jnp
+from flax import struct
+from jax.sharding import AbstractMesh, Mesh
+from jax.sharding import PartitionSpec as P
 from jaxtyping import Array, Float, Int
 
+from swejax.sharding import logical_to_spec
 
-class LayerCache(NamedTuple):
-    """Key and value page pools of every layer, [L, P, page_size, K, H]."""
+
+@struct.dataclass
+class LayerCache:
+    """Key and value page pools of every layer, [L, P, page_size, K, H].
+
+    `page_axes`: the mesh axes the page axis is split over (static; () when it is not split).
+    Page tables that index these pools hold ids local to a row's shard.
+    """
 
     k: Array
     v: Array
+    page_axes: tuple[str, ...] = struct.field(pytree_node=False, default=())
+
+    def __iter__(self) -> Iterator[Array]:
+        return iter((self.k, self.v))
+
+
+def pool_page_axes(mesh: Mesh | AbstractMesh | None, num_slots: int) -> tuple[str, ...]:
+    """The batch mesh axes that split the slots (logical "batch", those that divide
+    `num_slots`): the axes the page pool is split over, so each shard owns its slots' pages."""
+    if mesh is None:
+        return ()
+    axes = logical_to_spec(("batch",), (num_slots,), mesh)[0]
+    return () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
+
+
+def num_shards(mesh: Mesh | AbstractMesh | None, axes: tuple[str, ...]) -> int:
+    return 1 if mesh is None else math.prod(mesh.shape[a] for a in axes)
+
+
+def pool_spec(mesh: Mesh | AbstractMesh, axes: tuple[str, ...], kv_heads: int) -> P:
+    """PartitionSpec of a pool [L, P, page, K, H]: pages over `axes`, KV heads over tensor
+    (when they divide)."""
+    heads = logical_to_spec(("act_kv_heads",), (kv_heads,), mesh)[0]
+    return P(None, axes or None, None, heads, None)
+
+
+def per_page_shard(
+    fn: Callable,
+    cache: LayerCache,
+    batch_ndims: tuple[int | None, ...],
+    out_ndims: tuple[int | None, ...],
+    *,
+    check_vma: bool = True,
+) -> Callable:
+    """`fn` run on each device's shard of rows, pages and KV heads (as it is without a mesh).
+
+    `fn`'s arguments and results are pools (ndim None: split like the pool) or batch-major
+    arrays of the given ndim whose axis 0 is split over the page axes and, for ndim 4
+    ([B, T, K, H] or [B, T, N, H]), axis 2 over the KV heads' axis; scalars (ndim 0) are
+    replicated. Inside, page ids are the shard-local ids the page tables already hold.
+    """
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty:
+        return fn
+    kv_heads = cache.k.shape[3]
+    pool = pool_spec(mesh, cache.page_axes, kv_heads)
+    rows, heads = pool[1], pool[3]
+
+    def spec(ndim: int | None) -> P:
+        if ndim is None:
+            return pool
+        if ndim == 0:
+            return P()
+        return P(rows, None, heads, None) if ndim == 4 else P(rows, *(None,) * (ndim - 1))
+
+    return jax.shard_map(
+        fn,
+        mesh=mesh,
+        in_specs=tuple(spec(n) for n in batch_ndims),
+        out_specs=tuple(spec(n) for n in out_ndims),
+        check_vma=check_vma,
+    )
+
+
+def write_cache(
+    cache: LayerCache,
+    layer: Int[Array, ""],
+    k: Float[Array, "B T K H"],
+    v: Float[Array, "B T K H"],
+    page_table: Int[Array, "B n"],
+    positions: Int[Array, "B T"],
+) -> LayerCache:
+    """`write_pages` of k and v, on each shard's own pages."""
+
+    def write(k_pool, v_pool, layer, k, v, page_table, positions):
+        return (
+            write_pages(k_pool, layer, k, page_table, positions),
+            write_pages(v_pool, layer, v, page_table, positions),
+        )
+
+    ndims = (None, None, 0, 4, 4, 2, 2)
+    k_pool, v_pool = per_page_shard(write, cache, ndims, (None, None))(
+        cache.k, cache.v, layer, k, v, page_table, positions
+    )
+    return cache.replace(k=k_pool, v=v_pool)
+
+
+def read_cache(
+    cache: LayerCache, layer: Int[Array, ""], page_table: Int[Array, "B n"]
+) -> tuple[Float[Array, "B C K H"], Float[Array, "B C K H"]]:
+    """`read_pages` of k and v, each shard gathering its own rows from its own pages."""
+
+    def read(k_pool, v_pool, layer, page_table):
+        return read_pages(k_pool, layer, page_table), read_pages(v_pool, layer, page_table)
+
+    return per_page_shard(read, cache, (None, None, 0, 2), (4, 4))(
+        cache.k, cache.v, layer, page_table
+    )
 
 
 def write_pages(
@@ -31,7 +151,8 @@ def write_pages(
     page_table: Int[Array, "B n"],
     positions: Int[Array, "B T"],
 ) -> Float[Array, "L P page K H"]:
-    """Store `new` at `positions` of `layer`; positions past the page table are dropped."""
+    """Store `new` at `positions` of `layer`; positions past the page table are dropped.
+    Page ids index `pool` (shard-local ids for a shard's pool)."""
     num_pages, page_size = pool.shape[1:3]
     page_index = positions // page_size
     inside = page_index < page_table.shape[1]

@@ -23,7 +23,7 @@ from swejax.models.attention import (
     uses_decode_kernel,
 )
 from swejax.models.config import ModelConfig
-from swejax.models.kv_cache import LayerCache, read_pages, write_pages
+from swejax.models.kv_cache import LayerCache, read_cache, write_cache
 from swejax.models.rope import RotaryTables, apply_rope, rotary_tables
 from swejax.sharding import constrain
 
@@ -115,17 +115,14 @@ class Attention(nnx.Module):
     ) -> tuple[Float[Array, "B T D"], LayerCache]:
         """Write new tokens' K/V at `positions` (past the pages: dropped); attend over the cache."""
         q, k, v = self._project(x, rotary)
-        cache = LayerCache(
-            write_pages(cache.k, layer, k, page_table, positions),
-            write_pages(cache.v, layer, v, page_table, positions),
-        )
+        # On a mesh each device writes and reads only its own slots' pages (`kv_cache`).
+        cache = write_cache(cache, layer, k, v, page_table, positions)
         impl = self.cfg.attention
         if positions.shape[1] == 1 and uses_decode_kernel(impl):  # a decode step
-            out = attend_paged_decode(q, cache.k, cache.v, layer, page_table, positions, impl=impl)
+            out = attend_paged_decode(q, cache, layer, page_table, positions, impl=impl)
             return self._output(out), cache
-        keys = read_pages(cache.k, layer, page_table).astype(q.dtype)
-        values = read_pages(cache.v, layer, page_table).astype(q.dtype)
-        out = attend_cached(q, keys, values, positions, impl=impl)
+        keys, values = read_cache(cache, layer, page_table)
+        out = attend_cached(q, keys.astype(q.dtype), values.astype(q.dtype), positions, impl=impl)
         return self._output(out), cache
 
 

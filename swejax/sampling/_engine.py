@@ -12,6 +12,13 @@ the tokens actually held, not slots x longest sequence. Each call attends over t
 power-of-two number of pages that covers the sequences it serves, so short sequences cost
 little and there are only log2(pages per slot) shapes to compile.
 
+On a mesh the slots are split over the batch axes (data, fsdp: those that divide the slots), and
+so are the pages: each batch shard owns an equal part of the pool and a free list of its own,
+and gives its slots only its own pages, so a device holds its slots' K/V and no one else's
+(`swejax.models.kv_cache`). A shard whose pages run out ends its own slots' turns
+(OUT_OF_PAGES); the other shards go on. Ingest calls put each shard's rows in that shard's
+block of rows.
+
 Every jitted call has fixed shapes per page bucket, fixed output shardings, and donates the
 state: the cache is updated in place and nothing recompiles once each bucket has been seen. The
 model's parameters are read from the model at each call, so the engine samples from whatever
@@ -32,13 +39,10 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec, SingleDeviceSharding
 
-from swejax.models.kv_cache import LayerCache
+from swejax.models.kv_cache import LayerCache, num_shards, pool_page_axes, pool_spec
 from swejax.models.qwen2 import Qwen2
 from swejax.sampling._strategies import SamplingParams, sample
-from swejax.sharding import activation_mesh, named_sharding
-
-# Page pools [L, P, page, K, H]: split over KV heads; every batch shard sees every page.
-POOL_AXES = ("layers", None, None, "act_kv_heads", None)
+from swejax.sharding import activation_mesh
 
 
 class StopReason(enum.IntEnum):
@@ -58,9 +62,13 @@ class EngineConfig:
     num_slots: int
     capacity: int  # longest sequence a slot holds, prompt and generations together
     page_size: int = 64  # tokens per KV page
-    num_pages: int = 0  # pages in the pool; 0: enough for every slot at full capacity
+    # Pages in the pool, over all batch shards (a multiple of their number: each shard owns
+    # num_pages / shards of them); 0: enough for every slot at full capacity.
+    num_pages: int = 0
     chunk: int = 128  # tokens per slot per ingest call
-    ingest_rows: int = 8  # slots fed together by one ingest call
+    # Slots fed together by one ingest call; on a mesh, rounded up to a multiple of the batch
+    # shards (each shard's rows come from its own slots).
+    ingest_rows: int = 8
     steps_per_call: int = 16  # decode steps per host round trip
     stop_tokens: tuple[int, ...] = ()
     # Copy the layer weights out of the stacked arrays once per decode call rather than once
@@ -100,8 +108,10 @@ def cache_bytes_per_token(model_cfg, dtype: str | None = None) -> int:
 class EngineState(NamedTuple):
     """Device state of every slot (a pytree, donated through each jitted call)."""
 
-    cache: LayerCache  # page pools k, v: [L, P, page, K, H]
-    page_table: jax.Array  # [S, pages_per_slot] page ids; unassigned entries hold P
+    cache: LayerCache  # page pools k, v: [L, P, page, K, H], pages split over batch shards
+    # [S, pages_per_slot] page ids local to the slot's shard; unassigned entries hold
+    # P / shards (the number of pages of a shard)
+    page_table: jax.Array
     limit: jax.Array  # [S] tokens the slot's pages can hold (at most the capacity)
     lengths: jax.Array  # [S] tokens whose K/V are in the cache
     pending: jax.Array  # [S] the next token to feed
@@ -254,6 +264,16 @@ class Engine:
         self.sampling = sampling or SamplingParams()
         self._graphdef = nnx.graphdef(model)
         self._seed = seed
+        self._page_axes = pool_page_axes(mesh, config.num_slots)
+        self._shards = num_shards(mesh, self._page_axes)
+        if config.pool_pages % self._shards:
+            raise ValueError(
+                f"EngineConfig.num_pages={config.pool_pages} must be a multiple of the "
+                f"{self._shards} batch shards the slots are split over {self._page_axes}: "
+                "each shard owns an equal part of the pool"
+            )
+        self._shard_pages = config.pool_pages // self._shards
+        self._shard_slots = config.num_slots // self._shards
         shardings = self._state_shardings()
         replicated = self._replicated()
         # Fixed output shardings: every call hands the state back laid out exactly as it came,
@@ -285,10 +305,12 @@ class Engine:
 
     def _state_shardings(self) -> EngineState:
         rep = self._replicated()
-        pool = (
-            rep if self.mesh is None else named_sharding(self.mesh, POOL_AXES, self._pool_shape())
-        )
-        return EngineState(LayerCache(pool, pool), rep, rep, rep, rep, rep, rep, rep)
+        pool = rep
+        if self.mesh is not None:
+            spec = pool_spec(self.mesh, self._page_axes, self.model.cfg.num_kv_heads)
+            pool = NamedSharding(self.mesh, spec)  # [L, P_batch, page, K_tp, H]
+        cache = LayerCache(pool, pool, self._page_axes)
+        return EngineState(cache, rep, rep, rep, rep, rep, rep, rep)
 
     def _new_state(self) -> EngineState:
         shape, dtype = self._pool_shape(), jnp.dtype(self.model.cfg.dtype)
@@ -297,8 +319,8 @@ class Engine:
         def init() -> EngineState:
             zeros = jnp.zeros((slots,), jnp.int32)
             return EngineState(
-                cache=LayerCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)),
-                page_table=jnp.full((slots, cfg.pages_per_slot), cfg.pool_pages, jnp.int32),
+                cache=LayerCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype), self._page_axes),
+                page_table=jnp.full((slots, cfg.pages_per_slot), self._shard_pages, jnp.int32),
                 limit=zeros,
                 lengths=zeros,
                 pending=zeros,
@@ -327,7 +349,11 @@ class Engine:
         """Every slot empty and every page free (the pools are reallocated)."""
         self.state = self._new_state()
         self._slots = [_Slot() for _ in range(self.config.num_slots)]
-        self._free_pages = list(range(self.config.pool_pages - 1, -1, -1))
+        # One free list per batch shard, of its own pages' global ids (popped from the end).
+        n = self._shard_pages
+        self._free_pages = [
+            list(range((g + 1) * n - 1, g * n - 1, -1)) for g in range(self._shards)
+        ]
 
     def release(self) -> None:
         """Give the KV page pools' device memory back (between rollouts, so the train step has
@@ -341,7 +367,7 @@ class Engine:
     def free(self, slot: int) -> None:
         """End a slot's sequence and return its pages; their stale contents are never read."""
         self._check_slot(slot)
-        self._free_pages += reversed(self._slots[slot].pages)
+        self._free_pages[self._shard(slot)] += reversed(self._slots[slot].pages)
         self._slots[slot] = _Slot()
         self._push(slot)
 
@@ -350,21 +376,26 @@ class Engine:
         return self._slots[slot].length
 
     def free_pages(self) -> int:
-        return len(self._free_pages)
+        """Free pages over all batch shards."""
+        return sum(len(free) for free in self._free_pages)
+
+    def _shard(self, slot: int) -> int:
+        """The batch shard that holds the slot (and the pages it may use)."""
+        return slot // self._shard_slots
 
     def _reserve(self, slot: int, tokens: int) -> bool:
-        """Give the slot pages for `tokens` tokens in all; False if the pool runs dry."""
-        pages = self._slots[slot].pages
+        """Give the slot pages of its shard for `tokens` tokens in all; False if they run dry."""
+        pages, free = self._slots[slot].pages, self._free_pages[self._shard(slot)]
         needed = math.ceil(min(tokens, self.config.capacity) / self.config.page_size)
-        while len(pages) < needed and self._free_pages:
-            pages.append(self._free_pages.pop())
+        while len(pages) < needed and free:
+            pages.append(free.pop())
         return len(pages) >= needed
 
     def _push(self, slot: int) -> None:
         """Send the host's bookkeeping of one slot to the device."""
         s, cfg = self._slots[slot], self.config
-        row = np.full(cfg.pages_per_slot, cfg.pool_pages, np.int32)
-        row[: len(s.pages)] = s.pages
+        row = np.full(cfg.pages_per_slot, self._shard_pages, np.int32)
+        row[: len(s.pages)] = np.asarray(s.pages, np.int32) - self._shard(slot) * self._shard_pages
         limit = min(cfg.capacity, len(s.pages) * cfg.page_size)
         with activation_mesh(self.mesh):
             self.state = self._set_slot(
@@ -382,13 +413,35 @@ class Engine:
         """The number of pages a call attends over: a power of two, at most pages_per_slot."""
         return min(self.config.pages_per_slot, 1 << max(0, pages - 1).bit_length())
 
+    @property
+    def _shard_rows(self) -> int:
+        """Rows of each batch shard in an ingest call (`ingest_rows` over all of them, rounded
+        up to a multiple of the shards)."""
+        return math.ceil(min(self.config.ingest_rows, self.config.num_slots) / self._shards)
+
+    def _ingest_groups(self, rows: list[tuple[int, list[int]]]) -> list[list]:
+        """(slot, tokens) rows cut into ingest calls of at most `_shard_rows` rows per shard."""
+        per = self._shard_rows
+        by_shard = [[row for row in rows if self._shard(row[0]) == g] for g in range(self._shards)]
+        calls = max(math.ceil(len(part) / per) for part in by_shard)
+        return [
+            [row for part in by_shard for row in part[c * per : (c + 1) * per]]
+            for c in range(calls)
+        ]
+
     def _run_ingest(self, visible: int, rows: list[tuple[int, list[int]]]) -> None:
-        """One ingest call over up to `ingest_rows` (slot, tokens) rows, padded to full shape."""
-        width = min(self.config.ingest_rows, self.config.num_slots)
-        slots = np.full(width, rows[0][0] if rows else 0, np.int32)
-        tokens = np.zeros((width, self.config.chunk), np.int32)
-        counts = np.zeros(width, np.int32)
-        for r, (slot, part) in enumerate(rows):
+        """One ingest call over (slot, tokens) rows, at most `_shard_rows` of each shard, padded
+        to full shape: shard g's rows fill block g of the call's rows, as the page pool's
+        shards expect. Padding rows name a slot of their block's shard and feed nothing."""
+        per = self._shard_rows
+        slots = np.repeat(np.arange(self._shards, dtype=np.int32) * self._shard_slots, per)
+        tokens = np.zeros((per * self._shards, self.config.chunk), np.int32)
+        counts = np.zeros(per * self._shards, np.int32)
+        used = [0] * self._shards
+        for slot, part in rows:
+            g = self._shard(slot)
+            r = g * per + used[g]
+            used[g] += 1
             slots[r], counts[r] = slot, len(part)
             tokens[r, : len(part)] = part
         with activation_mesh(self.mesh):
@@ -463,16 +516,14 @@ class Engine:
             to_ingest, s.pending = sequence[:-1], sequence[-1]
             self._push(slot)  # the new pages, before the tokens that use them
             queue.append((slot, to_ingest))
-        chunk, width = self.config.chunk, min(self.config.ingest_rows, self.config.num_slots)
-        offset = 0
+        chunk, offset = self.config.chunk, 0
         while True:
             rows = [
                 (slot, ids[offset : offset + chunk]) for slot, ids in queue if len(ids) > offset
             ]
             if not rows:
                 break
-            for begin in range(0, len(rows), width):
-                group = rows[begin : begin + width]
+            for group in self._ingest_groups(rows):
                 visible = self._bucket(max(len(self._slots[slot].pages) for slot, _ in group))
                 self._run_ingest(visible, group)
                 for slot, part in group:

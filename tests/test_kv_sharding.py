@@ -1,0 +1,168 @@
+"""The engine's page pool split over the batch axes: each shard's slots use only its own pages,
+reads and writes stay on the shard, and the results equal the unsharded engine's."""
+
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+from test_hf_parity import randomize
+
+from swejax.models import build_model, place_state, preset
+from swejax.sampling import ContextFull, Engine, EngineConfig, SamplingParams, StopReason
+from swejax.sharding import activation_mesh, make_mesh
+
+TOL = 1e-4
+# 8 slots, 2 per shard on 4 batch shards; 64 pages of 4 tokens, 16 per shard.
+CONFIG = EngineConfig(
+    num_slots=8, capacity=64, page_size=4, num_pages=64, chunk=8, ingest_rows=3, steps_per_call=4
+)
+# mesh -> (the axes the pages are split over, pages on each device)
+MESHES = {
+    "fsdp=4,tensor=2": (dict(data=1, fsdp=4, tensor=2), ("fsdp",), 16),
+    "data=2,fsdp=2,tensor=2": (dict(data=2, fsdp=2, tensor=2), ("data", "fsdp"), 16),
+    # The rollout on a long-context training mesh: the pool is replicated over context.
+    "fsdp=2,tensor=2,context=2": (dict(data=1, fsdp=2, tensor=2, context=2), ("fsdp",), 32),
+}
+
+
+@pytest.fixture(scope="module")
+def model():
+    return randomize(build_model(preset("tiny", vocab_size=160, num_layers=2), seed=0), seed=2)
+
+
+def _episodes(engine):
+    """Prompts of different lengths, a turn, observations for some slots, a slot freed and
+    refilled, two more turns: every DecodeResult."""
+    rng = np.random.default_rng(0)
+    prompts = [rng.integers(0, 160, n).tolist() for n in (1, 11, 3, 6, 2, 9, 4, 13)]
+    engine.prefill_many(list(enumerate(prompts)))
+    for slot in range(8):
+        engine.start_turn(slot, 5)
+    results = [engine.decode(), engine.decode()]
+    engine.extend_many([(1, [5, 6, 7]), (4, list(range(20, 27))), (6, [9])])
+    engine.free(2)
+    engine.prefill(2, list(range(30, 40)))
+    for slot in (1, 2, 4, 6):
+        engine.start_turn(slot, 4)
+    results += [engine.decode(), engine.decode()]
+    return results
+
+
+def _kv_collectives(hlo: str, head_dim: int) -> list[str]:
+    """Collective ops of compiled HLO that move keys or values: a result of 4 or more dims
+    ending in the head dim (the pool or a layer of it, new tokens' K/V, gathered pages)."""
+    collective = re.compile(
+        r"=\s*f32\[([\d,]+)\]\S* "
+        r"(all-gather|all-reduce|all-to-all|collective-permute|reduce-scatter)(-start)?\("
+    )
+    found = []
+    for line in hlo.splitlines():
+        match = collective.search(line)
+        if match:
+            dims = [int(d) for d in match.group(1).split(",")]
+            if len(dims) >= 4 and dims[-1] == head_dim:
+                found.append(line.strip())
+    return found
+
+
+@pytest.mark.parametrize("mesh_name", list(MESHES))
+def test_sharded_pool_engine_equals_unsharded(model, mesh_name):
+    shape, axes, local_pages = MESHES[mesh_name]
+    mesh = make_mesh(**shape)
+    plain = Engine(model, CONFIG, SamplingParams(temperature=1.0), seed=5)
+    sharded = Engine(place_state(model, mesh), CONFIG, SamplingParams(temperature=1.0), mesh, 5)
+    spec = P(None, axes if len(axes) > 1 else axes[0], None, "tensor", None)
+    assert sharded.state.cache.k.sharding.spec == spec
+    assert sharded.state.cache.k.addressable_shards[0].data.shape == (2, local_pages, 4, 1, 16)
+    want, got = _episodes(plain), _episodes(sharded)
+    for a, b in zip(want, got, strict=True):
+        for slot in range(8):
+            assert a.tokens[slot].tolist() == b.tokens[slot].tolist(), slot
+            np.testing.assert_allclose(a.logprobs[slot], b.logprobs[slot], atol=TOL)
+        np.testing.assert_array_equal(a.reasons, b.reasons)
+    assert sum(len(r.tokens[2]) for r in got[2:]) == 4, "the refilled slot decoded its turn"
+    assert sharded.state.cache.k.sharding.spec == spec, "the pool kept its layout"
+    # Every slot holds pages of its own shard only.
+    for slot, s in enumerate(sharded._slots):
+        shard = slot // (8 * local_pages // 64)
+        assert s.pages and {page // local_pages for page in s.pages} == {shard}, slot
+    assert sharded.free_pages() == plain.free_pages()
+
+
+def test_decode_and_ingest_move_no_keys_or_values(model):
+    """The compiled decode and ingest programs read and write each device's own pages: no
+    collective carries the pool, a layer of it, or any keys and values. (Without the
+    shard_map, GSPMD moves each step's new K/V to every batch shard, or gathers the pool.)
+    Resharding the pool to replicated shows the detector sees such a collective."""
+    mesh = make_mesh(data=1, fsdp=4, tensor=2)
+    sharded = place_state(model, mesh)
+    engine = Engine(sharded, CONFIG, SamplingParams(temperature=1.0), mesh, 0)
+    params = nnx.state(sharded)
+    with activation_mesh(mesh):
+        decode = engine._decode.lower(
+            engine._graphdef,
+            4,
+            CONFIG.steps_per_call,
+            engine.sampling,
+            (),
+            True,
+            params,
+            engine.state,
+            np.int32(CONFIG.capacity),
+        )
+        width = 4  # ingest_rows=3 over 4 shards: one row each
+        ingest = engine._ingest.lower(
+            engine._graphdef,
+            4,
+            params,
+            engine.state,
+            np.arange(0, 8, 2, dtype=np.int32),
+            np.zeros((width, CONFIG.chunk), np.int32),
+            np.zeros(width, np.int32),
+        )
+    head_dim = model.cfg.head_dim
+    for program in (decode, ingest):
+        assert _kv_collectives(program.compile().as_text(), head_dim) == []
+    replicate = jax.jit(lambda pool: pool * 1, out_shardings=NamedSharding(mesh, P()))
+    gathered = replicate.lower(engine.state.cache.k).compile().as_text()
+    assert _kv_collectives(gathered, head_dim), "the detector missed a gathered pool"
+
+
+def test_a_shard_out_of_pages_ends_only_its_own_slots(model):
+    mesh = make_mesh(data=1, fsdp=4, tensor=2)
+    config = EngineConfig(num_slots=8, capacity=64, page_size=4, num_pages=12, chunk=4)
+    engine = Engine(place_state(model, mesh), config, SamplingParams(temperature=1.0), mesh, 1)
+    prompt = list(range(1, 10))
+    engine.prefill(0, prompt)  # 9 tokens: all 3 pages of shard 0
+    engine.prefill(2, [4, 5])  # shard 1
+    assert engine.free_pages() == 12 - 3 - 1
+    engine.start_turn(0, 20)
+    engine.start_turn(2, 6)
+    result = engine.decode(8)
+    assert result.stopped[0] and result.reasons[0] == StopReason.OUT_OF_PAGES
+    assert engine.length(0) == 3 * 4 + 1
+    assert result.stopped[2] and result.reasons[2] == StopReason.BUDGET
+    assert len(result.tokens[2]) == 6
+    sequence = prompt + result.tokens[0].tolist()
+    logits = np.asarray(model(jnp.asarray([sequence], jnp.int32)))[0]
+    expected = np.asarray(jax.nn.log_softmax(logits, axis=-1))
+    for i, (token, logprob) in enumerate(zip(result.tokens[0], result.logprobs[0], strict=True)):
+        assert abs(expected[len(prompt) - 1 + i, token] - logprob) <= TOL
+    assert engine.free_pages() == 6  # slot 2 took shard 1's pages for its 8 steps
+    with pytest.raises(ContextFull, match="no free page left for slot 1"):
+        engine.prefill(1, [1, 2])  # shard 0 is dry
+    engine.prefill(4, [1, 2, 3, 4])  # shards 2 and 3 are untouched
+    engine.prefill(7, list(range(12)))
+    assert engine.free_pages() == 6 - 1 - 3
+
+
+def test_a_pool_that_does_not_split_evenly_is_refused(model):
+    mesh = make_mesh(data=1, fsdp=4, tensor=2)
+    config = EngineConfig(num_slots=8, capacity=64, page_size=4, num_pages=10)
+    with pytest.raises(ValueError, match="multiple of the 4 batch shards"):
+        Engine(place_state(model, mesh), config, mesh=mesh)
