@@ -197,11 +197,17 @@ def restore(run: RunDirectory, model, opt_state) -> tuple[Progress, object, int]
 
 def rollout_config(config, l_thr: int | None = None) -> RolloutConfig:
     s = config.scaffold
+    l_thr = config.dapo.l_thr if l_thr is None else l_thr
+    if not 0 <= l_thr < s.max_turns:
+        raise LoopError(
+            f"dapo.l_thr={l_thr} must be at least 0 and below scaffold.max_turns={s.max_turns}: "
+            "the length penalty grows from l_thr turns to the turn limit"
+        )
     return RolloutConfig(
         runtime=config.tasks.runtime,
         max_reply_tokens=config.rollout.max_reply_tokens,
         workers=config.rollout.workers,
-        l_thr=config.dapo.l_thr if l_thr is None else l_thr,
+        l_thr=l_thr,
         scaffold=ScaffoldConfig(
             max_turns=s.max_turns,
             max_observation_chars=s.max_observation_chars,
@@ -323,6 +329,7 @@ class Loop:
     def __init__(self, config, mesh, model, tokenizer, train_tasks, eval_tasks):
         if config.dapo.iterations and config.rollout.temperature <= 0:
             raise LoopError("rollout.temperature must be positive for DAPO rollouts")
+        rollout_config(config)  # checks the length penalty's threshold before any work
         self.config, self.mesh, self.model, self.tokenizer = config, mesh, model, tokenizer
         self.train_tasks, self.eval_tasks = list(train_tasks), list(eval_tasks)
         self.run = RunDirectory(config)

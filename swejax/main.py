@@ -311,6 +311,10 @@ def _run_eval(config: ml_collections.ConfigDict, options: argparse.Namespace) ->
         tasks = [by_id[i] for i in dict.fromkeys(wanted)]
     runs = options.runs or config.eval.runs
     temperature = config.eval.temperature if options.temperature is None else options.temperature
+    try:
+        rollout = rollout_config(config)  # checked before anything is built
+    except LoopError as error:
+        raise _UserError(str(error)) from error
     mesh = _build_mesh(config.mesh)
     model_cfg = _from_user_input(
         "cannot resolve config.model", models.model_config_from, config.model
@@ -336,7 +340,7 @@ def _run_eval(config: ml_collections.ConfigDict, options: argparse.Namespace) ->
         options.top_k,
         options.top_p,
     )
-    runner = RolloutRunner(engine, tokenizer, rollout_config(config))
+    runner = RolloutRunner(engine, tokenizer, rollout)
     trajectories, stats = runner.run([(t, r) for t in tasks for r in range(runs)])
     metrics = pass_metrics(outcomes_by_task(tasks, runs, trajectories))
     metrics.update(rollout_metrics(trajectories), model=source, tasks=len(tasks))

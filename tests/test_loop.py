@@ -124,6 +124,11 @@ def test_a_run_crashed_mid_iteration_resumes_without_loss_or_repeat(tmp_path, mo
     jax.tree.map(np.testing.assert_array_equal, nnx.state(fresh), nnx.state(resumed.model))
 
 
+def test_a_length_penalty_threshold_past_the_turn_limit_is_refused_at_start(tmp_path):
+    with pytest.raises(LoopError, match=r"dapo.l_thr=3 must be .* scaffold.max_turns=2"):
+        _loop(_config(tmp_path, iterations=1, **{"dapo.l_thr": 3}))
+
+
 def test_bad_task_selection_and_rft_source_are_clear_errors(tmp_path):
     with pytest.raises(LoopError, match="unknown tasks: nope"):
         select_tasks(builtin_tasks(), "nope", "")
@@ -159,6 +164,8 @@ def test_eval_mode_scores_a_run_and_writes_predictions(tmp_path, capsys):
     assert "50 task ids are not in the task source" in capsys.readouterr().err
     assert main(["eval", f"--only={TASK}", f"--run={tmp_path}/none", *config]) == 2
     assert "no checkpoint" in capsys.readouterr().err
+    assert main(["eval", f"--only={TASK}", *config, "--config.dapo.l_thr=2"]) == 2
+    assert "dapo.l_thr=2 must be" in capsys.readouterr().err
 
 
 def _main_job(tmp_path, iterations, kill_at=""):
