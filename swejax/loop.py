@@ -330,6 +330,14 @@ class Loop:
         if config.dapo.iterations and config.rollout.temperature <= 0:
             raise LoopError("rollout.temperature must be positive for DAPO rollouts")
         rollout_config(config)  # checks the length penalty's threshold before any work
+        context = 1 if mesh is None else mesh.shape["context"]
+        row_length = config.train.row_length or config.rollout.capacity
+        if config.model.attention.startswith("ring") and row_length % (2 * context):
+            raise LoopError(
+                f"train rows of {row_length} tokens cannot take ring attention over "
+                f"context={context}: the zigzag layout needs a multiple of {2 * context} "
+                "(set train.row_length or rollout.capacity)"
+            )
         self.config, self.mesh, self.model, self.tokenizer = config, mesh, model, tokenizer
         self.train_tasks, self.eval_tasks = list(train_tasks), list(eval_tasks)
         self.run = RunDirectory(config)

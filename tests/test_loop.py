@@ -129,6 +129,15 @@ def test_a_length_penalty_threshold_past_the_turn_limit_is_refused_at_start(tmp_
         _loop(_config(tmp_path, iterations=1, **{"dapo.l_thr": 3}))
 
 
+def test_rows_the_ring_cannot_split_are_refused_at_start(tmp_path):
+    from swejax.sharding import make_mesh
+
+    config = _config(tmp_path, 1, **{"model.attention": "ring_reference", "train.row_length": 1030})
+    model = build_model(preset("tiny", attention="ring_reference"), seed=0)
+    with pytest.raises(LoopError, match="multiple of 4"):
+        Loop(config, make_mesh(fsdp=4, context=2), model, load_tokenizer(), builtin_tasks(), [])
+
+
 def test_bad_task_selection_and_rft_source_are_clear_errors(tmp_path):
     with pytest.raises(LoopError, match="unknown tasks: nope"):
         select_tasks(builtin_tasks(), "nope", "")
