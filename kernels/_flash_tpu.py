@@ -89,11 +89,11 @@ def _tpu_kv_step(step, plan: Plan, q_tile, kv_tile) -> None:
     _tpu_split_step(step, plan.mask, interior=interior, edge=edge)
 
 
-def tpu_forward(plan: Plan, q, k, v, q_seg, kv_seg):
-    q, k, v = _head_major(q), _head_major(k), _head_major(v)
-    batch, num_q_heads, _, head = q.shape
-    bq, bk, group, mask = plan.block_q, plan.block_kv, plan.group, plan.mask
-    nk = plan.num_kv_tiles
+def _query_grid_specs(plan: Plan, head: int):
+    """For a grid (batch, query head, query tile, key tile): the query tile's BlockSpec, its
+    group's key/value tile's, and the key-tile index map they use, which repeats the last tile
+    a query tile needs past the diagonal (so no DMA is issued for skipped steps)."""
+    bq, bk, group, mask, nk = plan.block_q, plan.block_kv, plan.group, plan.mask, plan.num_kv_tiles
 
     def kv_block(i, j):
         return jnp.maximum(jnp.minimum(j, mask.kv_end(i, bq, bk, nk) - 1), 0)
@@ -102,8 +102,16 @@ def tpu_forward(plan: Plan, q, k, v, q_seg, kv_seg):
     kv_spec = pl.BlockSpec(
         (None, None, bk, head), lambda b, n, i, j: (b, lax.div(n, group), kv_block(i, j), 0)
     )
+    return q_spec, kv_spec, kv_block
+
+
+def tpu_forward(plan: Plan, q, k, v, q_seg, kv_seg):
+    q, k, v = _head_major(q), _head_major(k), _head_major(v)
+    batch, num_q_heads, _, head = q.shape
+    bq, bk, nk = plan.block_q, plan.block_kv, plan.num_kv_tiles
+    q_spec, kv_spec, kv_block = _query_grid_specs(plan, head)
     in_specs, args = [q_spec, kv_spec, kv_spec], [q, k, v]
-    if mask.segments:
+    if plan.mask.segments:
         q_ids, kv_ids = _tpu_segment_inputs(plan, q_seg, kv_seg)
         in_specs += [
             pl.BlockSpec((None, bq, q_ids.shape[2]), lambda b, n, i, j: (b, i, 0)),
@@ -172,16 +180,8 @@ def tpu_backward(plan: Plan, q, k, v, do, lse, delta, q_seg, kv_seg):
 
 def _tpu_dq(plan: Plan, q, k, v, do, lse, delta, seg):
     batch, num_q_heads, _, head = q.shape
-    bq, bk, group, mask = plan.block_q, plan.block_kv, plan.group, plan.mask
-    nk = plan.num_kv_tiles
-
-    def kv_block(i, j):
-        return jnp.maximum(jnp.minimum(j, mask.kv_end(i, bq, bk, nk) - 1), 0)
-
-    q_spec = pl.BlockSpec((None, None, bq, head), lambda b, n, i, j: (b, n, i, 0))
-    kv_spec = pl.BlockSpec(
-        (None, None, bk, head), lambda b, n, i, j: (b, lax.div(n, group), kv_block(i, j), 0)
-    )
+    bq, bk, nk = plan.block_q, plan.block_kv, plan.num_kv_tiles
+    q_spec, kv_spec, kv_block = _query_grid_specs(plan, head)
     row_spec = pl.BlockSpec((None, None, bq, LANES), lambda b, n, i, j: (b, n, i, 0))
     in_specs = [q_spec, kv_spec, kv_spec, q_spec, row_spec, row_spec]
     if seg:
