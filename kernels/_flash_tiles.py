@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 from jaxtyping import Array, Bool, Float, Int
+from swejax_kernels.platform import target_platform
 
 # Logit given to masked entries. Finite, so a row that has seen only masked keys so far has a
 # finite running max (m = MASKED) and no inf - inf; the first visible key then rescales the
@@ -49,7 +49,7 @@ class BlockSizes:
     def for_backend(cls, backend: str | None = None) -> BlockSizes:
         """Starting points per device: H100-class GPUs via Triton, TPU v4/v5 via Mosaic.
 
-        `None` means `jax.default_backend()`; on CPU that is the GPU layout, which is what
+        `None` means `platform.target_platform()`; on CPU that is the GPU layout, which is what
         interpret mode runs unless told otherwise.
         """
         backend = default_layout() if backend is None else backend
@@ -257,12 +257,12 @@ def dq_step(dq, q, k, v, do, lse, delta, visible, scale: float):
 
 
 def default_layout() -> str:
-    platform = jax.default_backend()
+    platform = target_platform()
     return "gpu" if platform == "cpu" else platform
 
 
 def _resolve_backend(backend: str | None, interpret: bool) -> str:
-    platform = jax.default_backend()
+    platform = target_platform()
     backend = default_layout() if backend is None else backend
     if backend not in BACKENDS:
         raise ValueError(f"no flash attention kernel for backend {backend!r}; one of {BACKENDS}")

@@ -34,6 +34,7 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
 from jax.experimental.pallas import triton as pltriton
 from jaxtyping import Array, Bool, Float, Int
+from swejax_kernels.platform import target_platform
 from swejax_kernels.reference import cached_attention
 
 Platform = Literal["gpu", "tpu"]
@@ -146,7 +147,7 @@ def _gather_pages(
 
 
 def _resolve_platform(platform: Platform | None, interpret: bool) -> Platform:
-    backend = jax.default_backend()
+    backend = target_platform()
     if platform is None:
         if backend in ("gpu", "tpu"):
             platform = backend

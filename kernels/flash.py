@@ -18,7 +18,8 @@ Two grid layouts (`_flash_gpu`, `_flash_tpu`) share one set of per-tile function
   vectors (log-sum-exp, delta, query segment ids) travel lane-replicated, [.., T, 128].
 
 Interpret mode runs either layout on CPU with the same kernel bodies (`backend="gpu"` or
-`"tpu"`); compiled, the layout must match `jax.default_backend()`.
+`"tpu"`); compiled, the layout must match `platform.target_platform()`: the default backend,
+or the stand-in `platform.lowering_for` sets so CPU tests can lower the kernels for GPU and TPU.
 
 Causal attention skips tiles above the diagonal (GPU: loop bounds; TPU: `pl.when` around the
 compute plus index maps that repeat the last needed block, so no DMA is issued for it), and

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 from jax.sharding import AbstractMesh
 from jax.sharding import PartitionSpec as P
 from jaxtyping import Array, Float, Int
+from swejax_kernels.platform import target_platform
 from swejax_kernels.reference import attention as _reference
 from swejax_kernels.reference import cached_attention as _reference_cached
 from swejax_kernels.ring import ring_attention
@@ -72,9 +73,10 @@ def uses_decode_kernel(impl: str) -> bool:
 def check_attention(cfg: ModelConfig, backend: str | None = None) -> None:
     """Raise ValueError, with the reason, if `cfg.attention` cannot run on `backend`.
 
-    `backend` is a JAX platform name ("cpu", "gpu", "tpu"); None means `jax.default_backend()`.
+    `backend` is a JAX platform name ("cpu", "gpu", "tpu"); None means the kernels' target
+    (`swejax_kernels.platform.target_platform()`: the default backend unless overridden).
     """
-    backend = jax.default_backend() if backend is None else backend
+    backend = target_platform() if backend is None else backend
     _check(cfg.attention, backend, cfg.head_dim, jnp.dtype(cfg.dtype))
 
 
@@ -87,7 +89,7 @@ def attend(
     impl: str,
 ) -> Float[Array, "B T Nq H"]:
     """Causal self-attention by the named implementation; one that cannot run here raises."""
-    _check(impl, jax.default_backend(), q.shape[-1], q.dtype)
+    _check(impl, target_platform(), q.shape[-1], q.dtype)
     mesh = _mesh_in_context()
     if impl == "reference":
         return _reference(q, k, v, causal=True, segment_ids=segment_ids)
@@ -138,7 +140,7 @@ def attend_paged_decode(
 
     if not uses_decode_kernel(impl):
         raise ValueError(f"attention={impl!r} has no decode kernel; use attend_cached")
-    _check(impl, jax.default_backend(), q.shape[-1], q.dtype)
+    _check(impl, target_platform(), q.shape[-1], q.dtype)
 
     def decode(q, k_pool, v_pool, layer, page_table, lengths):
         out = paged_decode_attention(
