@@ -178,9 +178,15 @@ class Plan:
 
 
 def dot(a: Array, b: Array, dims) -> Float[Array, "M N"]:
-    # float32 inputs ask for float32 products: left at the default, Triton would use TF32.
-    precision = lax.Precision.HIGHEST if a.dtype == jnp.float32 else None
-    return lax.dot_general(a, b, dims, precision=precision, preferred_element_type=jnp.float32)
+    """a . b over `dims`, accumulated in float32, at a precision fixed by the inputs' dtype.
+
+    Never left to `jax_default_matmul_precision`: float32 inputs ask for float32 products
+    (the default would let Triton use TF32), and half-precision inputs for the native MXU /
+    tensor-core product, which is exact for them (with the default at "highest", Mosaic is
+    asked for an fp32-contract matmul of bf16 operands and refuses to compile it).
+    """
+    exact = lax.Precision.HIGHEST if a.dtype == jnp.float32 else lax.Precision.DEFAULT
+    return lax.dot_general(a, b, dims, precision=exact, preferred_element_type=jnp.float32)
 
 
 def both(a: Array | None, b: Array) -> Array:

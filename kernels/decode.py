@@ -34,6 +34,7 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
 from jax.experimental.pallas import triton as pltriton
 from jaxtyping import Array, Bool, Float, Int
+from swejax_kernels._flash_tiles import NN, NT, dot
 from swejax_kernels.platform import target_platform
 from swejax_kernels.reference import cached_attention
 
@@ -206,15 +207,13 @@ def _softmax_step(
     the probabilities are cast back to V's dtype for the second product.
     """
     k, v = k.astype(q.dtype), v.astype(q.dtype)
-    qk_dims = (((1,), (1,)), ((), ()))  # contract H of both: q @ k.T without materialising k.T
-    logits = lax.dot_general(q, k, qk_dims, preferred_element_type=jnp.float32)
+    logits = dot(q, k, NT)  # q @ k.T without materialising k.T
     logits = jnp.where(valid, logits, _MASKED)
     m_new = jnp.maximum(m, jnp.max(logits, axis=1, keepdims=True))
     correction = jnp.exp(m - m_new)
     p = jnp.exp(logits - m_new)
     row_sum = row_sum * correction + jnp.sum(p, axis=1, keepdims=True)
-    pv_dims = (((1,), (0,)), ((), ()))
-    pv = lax.dot_general(p.astype(v.dtype), v, pv_dims, preferred_element_type=jnp.float32)
+    pv = dot(p.astype(v.dtype), v, NN)
     return m_new, row_sum, acc * correction + pv
 
 
@@ -345,6 +344,15 @@ def _tpu_call(
     page_size = k_pool.shape[2]
     blocks_per_split = pages_per_split // block_pages
     squeezed = pl.squeezed
+    # One KV head per device (72B at tensor=8): the TPU lays [.., page, 1, H] out with the unit
+    # axis outside its (8, 128) tiles, while a kernel operand must be row-major, so XLA would
+    # copy both pools whole on every call. Without the unit axis the same bytes are a
+    # row-major [.., page, H] array: dropping it is a bitcast.
+    page_block = (page_size, head_dim)
+    if num_kv_heads == 1:
+        k_pool, v_pool = k_pool[:, :, :, 0], v_pool[:, :, :, 0]
+    else:
+        page_block = (page_size, num_kv_heads, head_dim)
 
     def page_map(offset):
         def index_map(b, s, j, layer_ref, lengths_ref, table_ref):
@@ -352,9 +360,10 @@ def _tpu_call(
             # Past the length, repeat the last used page: the pipeline skips re-fetching an
             # unchanged block, and the kernel skips the step.
             last_used = jnp.maximum(pl.cdiv(lengths_ref[b], page_size) - 1, 0)
-            return layer_ref[0], table_ref[b, jnp.minimum(index, last_used)], 0, 0, 0
+            page = table_ref[b, jnp.minimum(index, last_used)]
+            return layer_ref[0], page, *(0,) * len(page_block)
 
-        return pl.BlockSpec((squeezed, squeezed, page_size, num_kv_heads, head_dim), index_map)
+        return pl.BlockSpec((squeezed, squeezed, *page_block), index_map)
 
     # One BlockSpec per page of a block: a BlockSpec can only address contiguous blocks, and a
     # block's pages are scattered over the pool.
@@ -399,7 +408,8 @@ def _tpu_kernel(layer_ref, lengths_ref, table_ref, q_ref, *refs, block_pages, pa
     k_refs, v_refs = refs[:block_pages], refs[block_pages : 2 * block_pages]
     o_ref, lse_ref, m_ref, sum_ref, acc_ref = refs[2 * block_pages :]
     slot, split, step = pl.program_id(0), pl.program_id(1), pl.program_id(2)
-    page_size, num_kv_heads = k_refs[0].shape[0], k_refs[0].shape[1]
+    page_size = k_refs[0].shape[0]
+    num_kv_heads = q_ref.shape[0]
     block_tokens = block_pages * page_size
     length = lengths_ref[slot]
     start = (split * pages_per_split + step * block_pages) * page_size
@@ -412,13 +422,15 @@ def _tpu_kernel(layer_ref, lengths_ref, table_ref, q_ref, *refs, block_pages, pa
 
     @pl.when(start < length)
     def _accumulate():
-        # Pages stack along the leading axis: [block_pages * page, Nkv, H].
+        # Pages stack along the leading axis: [block_pages * page, Nkv, H], or [.., H] when
+        # the pools came without their unit KV-head axis.
         k = jnp.concatenate([ref[...] for ref in k_refs], axis=0)
         v = jnp.concatenate([ref[...] for ref in v_refs], axis=0)
         valid = start + lax.broadcasted_iota(jnp.int32, (1, block_tokens), 1) < length
         for h in range(num_kv_heads):  # static: a few KV heads, each with its query group
+            k_head, v_head = (k, v) if k.ndim == 2 else (k[:, h, :], v[:, h, :])
             carry = (m_ref[h], sum_ref[h], acc_ref[h])
-            m, row_sum, acc = _softmax_step(q_ref[h], k[:, h, :], v[:, h, :], valid, *carry)
+            m, row_sum, acc = _softmax_step(q_ref[h], k_head, v_head, valid, *carry)
             m_ref[h], sum_ref[h], acc_ref[h] = m, row_sum, acc
 
     @pl.when(step == pl.num_programs(2) - 1)

@@ -21,17 +21,17 @@ LAYER = 2  # not 0: the kernel must index the layer axis of the pool
 TOLERANCE = {jnp.float32: 1e-5, jnp.bfloat16: 2e-2}
 
 
-def _case(page_size: int, group: int, dtype, seed: int = 0):
+def _case(page_size: int, group: int, dtype, seed: int = 0, kv_heads: int = NUM_KV_HEADS):
     """Pools, a random page table (pages shared between slots, out of order, some unassigned
     entries = P), and lengths covering 0, 1, page boundaries, full and past the table."""
     rng = np.random.default_rng(seed)
     capacity = TABLE_PAGES * page_size
     lengths = [0, 1, page_size, 2 * page_size, capacity, 3, capacity - 1, capacity + 7]
     batch = len(lengths)
-    pool_shape = (NUM_LAYERS, NUM_POOL_PAGES, page_size, NUM_KV_HEADS, HEAD_DIM)
+    pool_shape = (NUM_LAYERS, NUM_POOL_PAGES, page_size, kv_heads, HEAD_DIM)
     k_pool = jnp.asarray(rng.standard_normal(pool_shape), dtype)
     v_pool = jnp.asarray(rng.standard_normal(pool_shape), dtype)
-    q = jnp.asarray(rng.standard_normal((batch, NUM_KV_HEADS * group, HEAD_DIM)), dtype)
+    q = jnp.asarray(rng.standard_normal((batch, kv_heads * group, HEAD_DIM)), dtype)
     table = rng.integers(0, NUM_POOL_PAGES, (batch, TABLE_PAGES))
     table[1, 1:] = NUM_POOL_PAGES  # the engine's marker for unassigned pages
     return q, k_pool, v_pool, jnp.asarray(table, jnp.int32), jnp.asarray(lengths, jnp.int32)
@@ -50,21 +50,24 @@ def _kernel(platform, block_pages, num_splits):
 
 
 @pytest.mark.parametrize(
-    "platform, page_size, block_pages, group, num_splits, dtype",
+    "platform, page_size, block_pages, group, num_splits, dtype, kv_heads",
     [
-        ("gpu", 4, 4, 1, 1, jnp.float32),
-        ("gpu", 8, 2, 2, 1, jnp.float32),
-        ("gpu", 16, 1, 4, 1, jnp.float32),
-        ("gpu", 8, 2, 4, 3, jnp.float32),
-        ("gpu", 16, 1, 2, 2, jnp.bfloat16),
-        ("tpu", 4, 1, 1, 1, jnp.float32),
-        ("tpu", 8, 2, 2, 2, jnp.float32),
-        ("tpu", 3, 2, 4, 1, jnp.float32),
-        ("tpu", 8, 1, 4, 1, jnp.bfloat16),
+        ("gpu", 4, 4, 1, 1, jnp.float32, 2),
+        ("gpu", 8, 2, 2, 1, jnp.float32, 2),
+        ("gpu", 16, 1, 4, 1, jnp.float32, 2),
+        ("gpu", 8, 2, 4, 3, jnp.float32, 2),
+        ("gpu", 16, 1, 2, 2, jnp.bfloat16, 2),
+        ("gpu", 8, 2, 4, 2, jnp.float32, 1),
+        ("tpu", 4, 1, 1, 1, jnp.float32, 2),
+        ("tpu", 8, 2, 2, 2, jnp.float32, 2),
+        ("tpu", 3, 2, 4, 1, jnp.float32, 2),
+        ("tpu", 8, 1, 4, 1, jnp.bfloat16, 2),
+        # One KV head per device: the TPU kernel takes the pools without that axis.
+        ("tpu", 8, 2, 4, 2, jnp.float32, 1),
     ],
 )
-def test_matches_reference(platform, page_size, block_pages, group, num_splits, dtype):
-    q, k_pool, v_pool, table, lengths = _case(page_size, group, dtype)
+def test_matches_reference(platform, page_size, block_pages, group, num_splits, dtype, kv_heads):
+    q, k_pool, v_pool, table, lengths = _case(page_size, group, dtype, kv_heads=kv_heads)
     layer = jnp.int32(LAYER)
     got = _kernel(platform, block_pages, num_splits)(q, k_pool, v_pool, layer, table, lengths)
     want = reference_paged_decode_attention(q, k_pool, v_pool, layer, table, lengths)

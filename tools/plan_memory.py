@@ -11,21 +11,24 @@ moments, gradients, activations under the remat policy, attention, output-head c
 cache) and whether it fits the device with headroom. `--json` prints one JSON object instead.
 
 Attention. `--attention` is the run's `ModelConfig.attention`, which the analytic model counts.
-Kernels that only lower on GPU or TPU (flash, ring, cudnn) cannot be compiled here, so the CPU
-compile uses `--compile-attention` (default: the run's own when it runs on CPU, else
-ring_reference, the same ring with jnp blocks) and the output says so: XLA's number then holds
-T x S score blocks the kernel never materialises, and a projection swaps the analytic attention
-line of one for the other. With 128 fake devices the 72B step compiles in about 15 s and
-under 1 GiB of host memory (the layers are scanned).
+Kernels that only lower on GPU or TPU (flash, ring, cudnn) cannot be compiled by the CPU
+compiler, so a CPU compile uses `--compile-attention` (default: the run's own when it runs on
+CPU, else ring_reference, the same ring with jnp blocks) and the output says so: XLA's number
+then holds T x S score blocks the kernel never materialises, and a projection swaps the analytic
+attention line of one for the other. With 128 fake devices the 72B step compiles in about 15 s
+and under 1 GiB of host memory (the layers are scanned).
 
-`--topology v5p:4x4x8` compiles with the TPU compiler for that slice instead of the CPU one
-(deviceless ahead-of-time compilation: libtpu installed, no TPU needed), so the numbers are the
-TPU's own layout and scheduling; the attention compiled is chosen the same way.
+`--topology v5p:4x4x8` compiles with the TPU compiler for that slice instead (deviceless
+ahead-of-time compilation through libtpu, `swejax.tpu_compiler`; no TPU needed). Then the run's
+own attention is compiled, Pallas kernels included (traced for TPU through
+`swejax_kernels.platform.lowering_for`), and the numbers are the TPU's own layout, scheduling
+and VMEM: no stand-in and no projection.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -114,23 +117,16 @@ def _use_fake_devices(devices: int) -> None:
     os.environ["JAX_PLATFORMS"] = "cpu"
 
 
-def _tpu_devices(topology: str) -> list:
-    """The chips of a TPU slice, for compiling without one (deviceless AOT, as MaxText does)."""
-    from jax.experimental import topologies
-
-    return list(topologies.get_topology_desc(topology_name=topology, platform="tpu").devices)
-
-
-def _compile_attention(cfg, requested: str | None) -> tuple[str, str | None]:
-    """(implementation to compile here, why it differs from the run's), raising if asked for
-    one that cannot run on CPU."""
+def _compile_attention(cfg, requested: str | None, platform: str) -> tuple[str, str | None]:
+    """(implementation to compile for `platform`, why it differs from the run's), raising if
+    asked for one that cannot run there."""
     from swejax.models.attention import check_attention
 
     if requested is not None:
-        check_attention(cfg.replace(attention=requested), "cpu")
+        check_attention(cfg.replace(attention=requested), platform)
         return requested, None if requested == cfg.attention else "--compile-attention"
     try:
-        check_attention(cfg, "cpu")
+        check_attention(cfg, platform)
     except ValueError as error:
         return "ring_reference", str(error)
     return cfg.attention, None
@@ -140,6 +136,8 @@ def _xla_report(args, spec, devices, notes: list[str]) -> dict:
     """XLA's numbers for the step, and its peak projected to the run's own attention on the
     target: the attention compiled here (measured alone) swapped for the run's (analytic), and
     the CPU backend's float32 copy of the saved layer inputs taken out."""
+    from swejax_kernels.platform import lowering_for
+
     from swejax.memory_plan import (
         GIB,
         CompileOutOfMemory,
@@ -150,12 +148,16 @@ def _xla_report(args, spec, devices, notes: list[str]) -> dict:
     from swejax.sharding import make_mesh
 
     cfg = spec.model
-    impl, reason = _compile_attention(cfg, args.compile_attention)
+    platform = "tpu" if args.topology else "cpu"
+    impl, reason = _compile_attention(cfg, args.compile_attention, platform)
     compiled_spec = dataclasses.replace(spec, model=cfg.replace(attention=impl))
     mesh = make_mesh(**spec.mesh, devices=devices)
     compiler = f"TPU ({args.topology})" if args.topology else "CPU"
+    # For a TPU slice the Pallas kernels (flash, ring) are traced for TPU from this CPU process.
+    target = lowering_for("tpu") if args.topology else contextlib.nullcontext()
     try:
-        result = compile_train_step(compiled_spec, mesh)
+        with target:
+            result = compile_train_step(compiled_spec, mesh)
     except CompileOutOfMemory as error:
         notes.append(f"The {compiler} compiler refused the step: {error}")
         return {
@@ -182,7 +184,8 @@ def _xla_report(args, spec, devices, notes: list[str]) -> dict:
             "leaves it out."
         )
     if impl != cfg.attention:
-        alone = compile_attention(compiled_spec, mesh)
+        with target:
+            alone = compile_attention(compiled_spec, mesh)
         target = analytic_breakdown(spec).get(f"attention ({cfg.attention})")
         projected += target - alone.temp
         xla["attention_alone_temp"] = alone.temp
@@ -209,6 +212,7 @@ def plan(args: argparse.Namespace) -> dict:
     from swejax.memory_plan import GIB, PlanSpec, analytic_breakdown
     from swejax.models import preset
     from swejax.sharding import resolve_mesh_shape
+    from swejax.tpu_compiler import tpu_devices
 
     cfg = preset(
         args.preset,
@@ -219,7 +223,7 @@ def plan(args: argparse.Namespace) -> dict:
     )
     if cfg.attention in ("flash", "cudnn") and args.mesh.get("context", 1) != 1:
         raise SystemExit(f"attention={cfg.attention!r} needs context=1; the ring is 'ring'")
-    devices = _tpu_devices(args.topology) if args.topology else None
+    devices = tpu_devices(args.topology) if args.topology else None
     if devices is not None and args.devices not in (None, len(devices)):
         raise SystemExit(f"--devices={args.devices} but {args.topology} has {len(devices)} chips")
     args.devices = len(devices) if devices is not None else args.devices

@@ -4,6 +4,7 @@
 #
 #     bash tools/setup.sh            # everything
 #     SWEJAX_NO_DOCKER=1 bash tools/setup.sh   # no Docker engine (the docker tests then skip)
+#     SWEJAX_NO_TPU_COMPILER=1 bash tools/setup.sh   # no libtpu (the TPU compile tests skip)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
@@ -15,6 +16,15 @@ apt-get install -y -q "${packages[@]}"
 
 python3 -m venv .venv
 .venv/bin/pip install -q -e '.[test]'
+
+# The TPU compiler (libtpu, the version jax[tpu] pins for this jaxlib), for compiling TPU
+# programs on this machine without a TPU (swejax/tpu_compiler.py). Beside the venv, not in it:
+# on the import path it would make every JAX process look for a TPU.
+if [[ -z "${SWEJAX_NO_TPU_COMPILER:-}" ]]; then
+  libtpu=$(.venv/bin/python -c "import importlib.metadata as m
+print(next(r.split(';')[0].strip() for r in m.requires('jax') if r.startswith('libtpu')))")
+  .venv/bin/pip install -q --no-deps --upgrade --target .tpu_compiler "$libtpu"
+fi
 
 if [[ -n "${SWEJAX_NO_DOCKER:-}" ]]; then
   exit 0
