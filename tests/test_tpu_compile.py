@@ -65,7 +65,7 @@ def test_flash_at_32k_compiles_on_each_generation(topology):
     # The forward, dq and dk/dv kernels; nothing T x S in HBM (the float32 scores of 8 heads
     # at 32k would be 32 GiB). What temp holds is mostly the lane-replicated lse and delta
     # rows, 8 heads x 32k x 128 lanes x f32 = 128 MiB each.
-    assert compiled.as_text().count("custom_call_target=\"tpu_custom_call\"") == 3
+    assert compiled.as_text().count('custom_call_target="tpu_custom_call"') == 3
     assert compiled.memory_analysis().temp_size_in_bytes < 1 * GIB
 
 
