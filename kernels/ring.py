@@ -19,15 +19,15 @@ Causal load balance (zigzag). Cut the sequence into 2n chunks; device r holds ch
 Each step is one c x 2c (or 2c x c) non-causal block, c = length / 2n, the same work on every
 device; with the natural layout device n-1 would do n times the work of device 0.
 
-The zigzag reorder happens inside the shard_map as two `ppermute`s of half a local shard each
-(the even-indexed and the odd-indexed chunk), so it is point-to-point by construction; a gather on
-the global array would leave the choice to the SPMD partitioner, which may all-gather. Cost per
-call: q, k, v and segment ids are each sent once to the zigzag layout and the output once back
-(the backward pass: dout in, dq, dk, dv back), every device sending and receiving one local shard
-per array. That is on the order of the ring's own traffic ((n-1) shifts of K and V), and more
-than it for small n with grouped queries (Q is Nq/Nkv times K); permuting the tokens once at the
-model's input instead of in every layer would remove it. Non-causal attention needs no balance and
-skips the reorder.
+The zigzag reorder is two `ppermute`s of half a local shard each (the even-indexed and the
+odd-indexed chunk), so it is point-to-point by construction; a gather on the global array would
+leave the choice to the SPMD partitioner, which may all-gather. Done inside every call it costs
+q, k, v and segment ids once to the zigzag layout and the output once back (the backward pass:
+dout in, dq, dk, dv back): more than the ring's own traffic ((n-1) shifts of K and V) for small n
+with grouped queries, where Q is Nq/Nkv times K. So a model permutes its tokens once instead
+(`to_zigzag` on token ids, positions and segment ids; `from_zigzag` on the final hidden states),
+every position-wise layer is indifferent to the order, and each attention call passes
+`zigzagged=True`. Non-causal attention needs no balance and skips the reorder.
 """
 
 from __future__ import annotations
@@ -66,10 +66,13 @@ def ring_attention(
     interpret: bool = False,
     batch_axes: Sequence[str] = ("data", "fsdp"),
     head_axis: str = "tensor",
+    zigzagged: bool = False,
 ) -> Float[Array, "B T Nq H"]:
     """Self-attention on global arrays whose sequence is split over `mesh` axis `axis_name`.
 
     Same result as `swejax_kernels.reference.attention(q, k, v, causal=..., segment_ids=...)`.
+    With `zigzagged`, q, k, v and segment ids are already in the zigzag order (`to_zigzag`) and
+    the output comes back in it: what a model does that permutes its tokens once.
     The batch is split over those `batch_axes` that divide it, heads over `head_axis` when it
     divides the key/value heads (else every device on it computes all heads). Without a mesh, or
     with `axis_name` absent or of size 1, the ring has one device: plain blockwise attention.
@@ -85,7 +88,9 @@ def ring_attention(
     if segment_ids is not None and segment_ids.shape != (batch, length):
         raise ValueError(f"segment_ids {segment_ids.shape} do not match q {q.shape}")
     sizes = {} if mesh is None else dict(mesh.shape)
-    ring = _Ring(_blocks(block_impl, interpret), causal, axis_name, sizes.get(axis_name, 1))
+    ring = _Ring(
+        _blocks(block_impl, interpret), causal, axis_name, sizes.get(axis_name, 1), zigzagged
+    )
     chunks = 2 * ring.size if causal and ring.size > 1 else ring.size
     if length % chunks:
         layout = "zigzag (2 x ring size)" if chunks > ring.size else "ring size"
@@ -112,6 +117,48 @@ def ring_attention(
     )(q, k, v, segment_ids)
 
 
+def to_zigzag(
+    x: Array,
+    *,
+    mesh: Mesh | AbstractMesh | None,
+    axis_name: str = "context",
+    batch_axes: Sequence[str] = ("data", "fsdp"),
+) -> Array:
+    """[B, T, ...] split over `axis_name` -> the same tokens in the causal ring's zigzag order.
+
+    Device r then holds chunks r and 2n-1-r of 2n. The identity without a ring (no mesh, or the
+    axis absent or of size 1). T must be a multiple of 2n.
+    """
+    return _reorder(x, _to_zigzag, mesh, axis_name, batch_axes)
+
+
+def from_zigzag(
+    x: Array,
+    *,
+    mesh: Mesh | AbstractMesh | None,
+    axis_name: str = "context",
+    batch_axes: Sequence[str] = ("data", "fsdp"),
+) -> Array:
+    """The inverse of `to_zigzag`: tokens back in sequence order."""
+    return _reorder(x, _from_zigzag, mesh, axis_name, batch_axes)
+
+
+def _reorder(x, reorder, mesh, axis_name: str, batch_axes: Sequence[str]):
+    sizes = {} if mesh is None else dict(mesh.shape)
+    size = sizes.get(axis_name, 1)
+    if size == 1:
+        return x
+    if x.ndim < 2 or x.shape[1] % (2 * size):
+        raise ValueError(
+            f"the zigzag order needs [B, T, ...] with T a multiple of {2 * size}; got {x.shape}"
+        )
+    ring = _Ring(Blocks(block_forward, block_backward), True, axis_name, size)
+    spec = P(_dividing_axes(x.shape[0], batch_axes, sizes), axis_name)
+    return jax.shard_map(
+        functools.partial(reorder, ring=ring), mesh=mesh, in_specs=spec, out_specs=spec
+    )(x)
+
+
 # --- configuration ----------------------------------------------------------------------------
 
 
@@ -121,10 +168,16 @@ class _Ring:
     causal: bool
     axis_name: str
     size: int  # devices on the ring
+    zigzagged: bool = False  # the inputs come in zigzag order, and the output leaves in it
 
     @property
     def zigzag(self) -> bool:
         return self.causal and self.size > 1
+
+    @property
+    def reorders(self) -> bool:
+        """Whether this call moves its inputs into the zigzag order and its output back."""
+        return self.zigzag and not self.zigzagged
 
 
 def _blocks(block_impl: str | Blocks, interpret: bool) -> Blocks:
@@ -157,12 +210,12 @@ def _dividing_axes(size: int, axes: Sequence[str], mesh_sizes: dict[str, int]):
 
 
 def _local_attention(ring: _Ring, q, k, v, segment_ids):
-    """One device's shard in, its shard of the output out (natural sequence order both ways)."""
-    if ring.zigzag:
+    """One device's shard in, its shard of the output out, both in the caller's order."""
+    if ring.reorders:
         q, k, v = (_to_zigzag(x, ring) for x in (q, k, v))
         segment_ids = None if segment_ids is None else _to_zigzag(segment_ids, ring)
     out = _ring_attention(ring, q, k, v, segment_ids)
-    return _from_zigzag(out, ring) if ring.zigzag else out
+    return _from_zigzag(out, ring) if ring.reorders else out
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))

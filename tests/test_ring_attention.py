@@ -5,6 +5,9 @@ and grouped-query heads; the sequence split 8 ways, 4 ways with the batch split 
 heads split too; then the Qwen2 model with attention="ring_reference" against the unsharded one.
 """
 
+import functools
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,7 +17,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 from swejax_kernels.blockwise import block_backward, block_forward
 from swejax_kernels.reference import attention
-from swejax_kernels.ring import ring_attention
+from swejax_kernels.ring import from_zigzag, ring_attention, to_zigzag
 
 from swejax.models import abstract_model, build_model, place_state, preset
 from swejax.models.attention import check_attention, pallas_interpreter
@@ -143,6 +146,68 @@ def test_ring_matches_reference(case):
     _assert_close(out, expected, f"{case}: out")
     for name, got, want in zip(("dq", "dk", "dv"), grads, vjp(dout), strict=True):
         _assert_close(got, want, f"{case}: {name}")
+
+
+def test_zigzag_order_puts_chunks_r_and_2n_minus_1_minus_r_on_device_r():
+    mesh = make_mesh(context=4, fsdp=2)
+    tokens = jnp.broadcast_to(jnp.arange(16, dtype=jnp.int32), (2, 16))  # 8 chunks of 2
+    zigzag = jax.jit(lambda x: to_zigzag(x, mesh=mesh))(tokens)
+    chunks = [0, 7, 1, 6, 2, 5, 3, 4]  # device 0 holds chunks 0 and 7, device 1 1 and 6, ...
+    expected = np.concatenate([np.arange(2 * c, 2 * c + 2) for c in chunks])
+    np.testing.assert_array_equal(np.asarray(zigzag), np.broadcast_to(expected, (2, 16)))
+    back = jax.jit(lambda x: from_zigzag(x, mesh=mesh))(zigzag)
+    np.testing.assert_array_equal(np.asarray(back), np.asarray(tokens))
+    assert to_zigzag(tokens, mesh=None) is tokens  # no ring: nothing to do
+
+
+def test_ring_on_inputs_already_in_zigzag_order():
+    """What the model does: permute once, attend with zigzagged=True, permute the output back;
+    outputs and gradients equal the reference's."""
+    mesh = make_mesh(context=4, fsdp=2)
+    q, k, v, dout = _qkv(12, 4, 32, 32, 4, 2)
+    segments = _segments(13, 4, 32)
+
+    @jax.jit
+    def ring_and_grads(q, k, v, dout):
+        def ring(q, k, v):
+            zig = functools.partial(to_zigzag, mesh=mesh)
+            out = ring_attention(
+                zig(q), zig(k), zig(v), mesh=mesh, segment_ids=zig(segments), zigzagged=True
+            )
+            return from_zigzag(out, mesh=mesh)
+
+        out, vjp = jax.vjp(ring, q, k, v)
+        return out, vjp(dout)
+
+    out, grads = ring_and_grads(q, k, v, dout)
+    expected, vjp = jax.vjp(lambda q, k, v: attention(q, k, v, segment_ids=segments), q, k, v)
+    _assert_close(out, expected, "out")
+    for name, got, want in zip(("dq", "dk", "dv"), grads, vjp(dout), strict=True):
+        _assert_close(got, want, name)
+
+
+def test_the_model_reorders_tokens_once_not_in_every_layer():
+    """With the ring on context=4, the compiled model gradient passes only K/V blocks (and the
+    dK/dV sums) between devices inside the layers: no collective moves a query-shaped or
+    output-shaped array, which a per-layer zigzag reorder would (8 query heads of 16 on 1 KV
+    head, so they are told apart by shape)."""
+    cfg = preset("tiny", vocab_size=128, num_layers=2, hidden_size=128, num_heads=8, num_kv_heads=1)
+    mesh = make_mesh(context=4, fsdp=2)
+    model = place_state(build_model(cfg.replace(attention="ring_reference"), seed=0), mesh)
+    graphdef, state = nnx.split(model)
+    ids = np.zeros((2, 256), np.int32)
+    positions = np.broadcast_to(np.arange(256, dtype=np.int32), (2, 256))
+
+    def loss(state):
+        logits = nnx.merge(graphdef, state)(ids, positions, np.ones_like(ids))
+        return jnp.sum(logits)
+
+    with activation_mesh(mesh):
+        text = jax.jit(jax.grad(loss)).lower(state).compile().as_text()
+    shapes = re.findall(r"= \w+\[([\d,]*)\]\S* collective-permute(?:-start)?\(", text)
+    # Local shapes: 1 row, 64 of 256 tokens per device; a K/V block [1, 64, 1, 16].
+    assert "1,64,1,16" in shapes, "the ring's K/V shifts"
+    assert not [s for s in shapes if s.endswith(",8,16")], f"query-shaped permutes: {shapes}"
 
 
 def test_ring_without_a_mesh_is_blockwise_attention():

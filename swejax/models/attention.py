@@ -12,7 +12,10 @@ A choice that cannot run raises ValueError with the reason, never falls back:
 
 The ring takes its mesh from `jax.set_mesh` (`jax.sharding.get_abstract_mesh()`). Without a
 mesh in context, or with `context` of size 1, it is a ring of one device (blockwise attention
-over the whole sequence), so a config with a ring runs unchanged on one device. `flash` and
+over the whole sequence), so a config with a ring runs unchanged on one device. On a mesh that
+splits the sequence the model keeps its tokens in the ring's zigzag order from input to final
+hidden states (`to_ring_order`, `from_ring_order`), so `attend` takes and returns the ring
+choices' q, k, v and output in that order and no layer reorders them. `flash` and
 `cudnn` run per shard of batch and heads under a mesh and refuse a sequence split over
 `context` (each needs all keys on one device; that is what the ring is for).
 """
@@ -31,7 +34,7 @@ from jaxtyping import Array, Float, Int
 from swejax_kernels.platform import target_platform
 from swejax_kernels.reference import attention as _reference
 from swejax_kernels.reference import cached_attention as _reference_cached
-from swejax_kernels.ring import ring_attention
+from swejax_kernels.ring import from_zigzag, ring_attention, to_zigzag
 
 from swejax.models.kv_cache import LayerCache, per_page_shard
 from swejax.sharding import LOGICAL_RULES, logical_to_spec
@@ -80,6 +83,38 @@ def check_attention(cfg: ModelConfig, backend: str | None = None) -> None:
     _check(cfg.attention, backend, cfg.head_dim, jnp.dtype(cfg.dtype))
 
 
+def in_ring_order(impl: str) -> bool:
+    """Whether the model's tokens travel in the causal ring's zigzag order: a ring choice on
+    a mesh in context whose `context` axis splits the sequence."""
+    if impl not in ("ring", "ring_reference"):
+        return False
+    mesh = _mesh_in_context()
+    return mesh is not None and mesh.shape.get(_CONTEXT_AXIS, 1) > 1
+
+
+def to_ring_order(impl: str, *arrays: Array | None) -> tuple[Array | None, ...]:
+    """[B, T, ...] arrays (None passes) into the zigzag order if `in_ring_order(impl)`."""
+    if not in_ring_order(impl):
+        return arrays
+    mesh = _mesh_in_context()
+    return tuple(
+        None if x is None else to_zigzag(x, **_ring_axes(mesh, "batch_axes")) for x in arrays
+    )
+
+
+def from_ring_order(impl: str, x: Array) -> Array:
+    """The inverse of `to_ring_order`, for one array."""
+    if not in_ring_order(impl):
+        return x
+    return from_zigzag(x, **_ring_axes(_mesh_in_context(), "batch_axes"))
+
+
+def _ring_axes(mesh, *fields: str) -> dict:
+    axes = {"mesh": mesh, "axis_name": _CONTEXT_AXIS, "batch_axes": LOGICAL_RULES["batch"]}
+    axes["head_axis"] = LOGICAL_RULES["act_kv_heads"][0]
+    return {name: axes[name] for name in ("mesh", "axis_name", *fields)}
+
+
 def attend(
     q: Float[Array, "B T Nq H"],
     k: Float[Array, "B S Nkv H"],
@@ -88,7 +123,11 @@ def attend(
     *,
     impl: str,
 ) -> Float[Array, "B T Nq H"]:
-    """Causal self-attention by the named implementation; one that cannot run here raises."""
+    """Causal self-attention by the named implementation; one that cannot run here raises.
+
+    When `in_ring_order(impl)`, q, k, v and segment ids come in the ring's zigzag order and the
+    output is returned in it (the model moved its tokens there once, at its input).
+    """
     _check(impl, target_platform(), q.shape[-1], q.dtype)
     mesh = _mesh_in_context()
     if impl == "reference":
@@ -98,14 +137,12 @@ def attend(
             q,
             k,
             v,
-            mesh=mesh,
-            axis_name=_CONTEXT_AXIS,
+            **_ring_axes(mesh, "batch_axes", "head_axis"),
             causal=True,
             segment_ids=segment_ids,
             block_impl="flash" if impl == "ring" else "reference",
             interpret=_INTERPRET["on"],
-            batch_axes=LOGICAL_RULES["batch"],
-            head_axis=LOGICAL_RULES["act_kv_heads"][0],
+            zigzagged=in_ring_order(impl),
         )
     return _per_shard(_WHOLE_SEQUENCE[impl], impl, mesh, q, k, v, segment_ids)
 

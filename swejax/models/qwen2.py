@@ -20,6 +20,8 @@ from swejax.models.attention import (
     attend,
     attend_cached,
     attend_paged_decode,
+    from_ring_order,
+    to_ring_order,
     uses_decode_kernel,
 )
 from swejax.models.config import ModelConfig
@@ -206,6 +208,11 @@ class Qwen2(nnx.Module):
         """Final-norm hidden states. Packed rows pass per-segment `positions` and `segment_ids`."""
         if positions is None:
             positions = default_positions(input_ids)
+        # With ring attention over a split sequence, the tokens take the ring's zigzag order
+        # here and leave it after the last layer: every layer but attention works token by
+        # token, and attention then never reorders its q, k, v and output.
+        impl = self.cfg.attention
+        input_ids, positions, segment_ids = to_ring_order(impl, input_ids, positions, segment_ids)
         rotary = self._rotary(positions)
         x = self._embed_tokens(input_ids)
         graphdef, stacked = nnx.split(self.layers)
@@ -218,7 +225,7 @@ class Qwen2(nnx.Module):
         if REMAT_POLICIES[policy_name] is not None:
             layer_step = jax.checkpoint(layer_step, policy=REMAT_POLICIES[policy_name])
         x, _ = jax.lax.scan(layer_step, x, stacked)
-        return self.final_norm(x)
+        return from_ring_order(impl, self.final_norm(x))
 
     def hidden_states_cached(
         self,
