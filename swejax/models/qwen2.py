@@ -291,8 +291,12 @@ class Qwen2(nnx.Module):
         return constrain(out, ("batch", "seq", "act_vocab"))
 
     def _embed_tokens(self, input_ids: Int[Array, "B T"]) -> Float[Array, "B T D"]:
-        x = self.embed[...][input_ids].astype(jnp.dtype(self.cfg.dtype))
-        return constrain(x, ("batch", "seq", None))
+        # The table is gathered over its "embed" split first (in the compute dtype: half the
+        # bytes), as FSDP gathers every weight. Looked up in the split table instead, the rows
+        # come out split over hidden units, and XLA can only move them to the batch and
+        # sequence split by replicating the whole [B, T, D] activation on every device.
+        table = constrain(self.embed[...].astype(jnp.dtype(self.cfg.dtype)), ("vocab", None))
+        return constrain(table[input_ids], ("batch", "seq", None))
 
     def _rotary(self, positions: Int[Array, "B T"]) -> RotaryTables:
         cfg = self.cfg
