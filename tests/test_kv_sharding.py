@@ -25,8 +25,12 @@ CONFIG = EngineConfig(
 MESHES = {
     "fsdp=4,tensor=2": (dict(data=1, fsdp=4, tensor=2), ("fsdp",), 16),
     "data=2,fsdp=2,tensor=2": (dict(data=2, fsdp=2, tensor=2), ("data", "fsdp"), 16),
-    # The rollout on a long-context training mesh: the pool is replicated over context.
-    "fsdp=2,tensor=2,context=2": (dict(data=1, fsdp=2, tensor=2, context=2), ("fsdp",), 32),
+    # The rollout on a long-context training mesh: context takes slots and pages of its own.
+    "fsdp=2,tensor=2,context=2": (
+        dict(data=1, fsdp=2, tensor=2, context=2),
+        ("fsdp", "context"),
+        16,
+    ),
 }
 
 

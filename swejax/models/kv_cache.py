@@ -8,7 +8,8 @@ The pools hold every layer, [L, P, page, K, H], and are read and written by laye
 layer scan carries them, so XLA updates them in place instead of copying a layer's pool (or the
 whole cache) on every decode step.
 
-On a mesh the pages are split over the batch axes, like the slots: with S slots and P pages in
+On a mesh the pages are split over the batch axes, like the slots, and over `context` too
+(`pool_page_axes`; a decode step has no sequence to split): with S slots and P pages in
 `shards` batch shards, slot s uses only pages of its own shard s // (S / shards), which are
 pages [g * P / shards, (g + 1) * P / shards) of the pool, and its page table holds their ids
 local to that shard (global id - g * P / shards). `write_cache` and `read_cache` run the scatter
@@ -31,7 +32,9 @@ from jax.sharding import AbstractMesh, Mesh
 from jax.sharding import PartitionSpec as P
 from jaxtyping import Array, Float, Int
 
-from swejax.sharding import logical_to_spec
+from swejax.sharding import LOGICAL_RULES, logical_to_spec
+
+(CONTEXT_AXIS,) = LOGICAL_RULES["seq"]
 
 
 @struct.dataclass
@@ -51,12 +54,19 @@ class LayerCache:
 
 
 def pool_page_axes(mesh: Mesh | AbstractMesh | None, num_slots: int) -> tuple[str, ...]:
-    """The batch mesh axes that split the slots (logical "batch", those that divide
-    `num_slots`): the axes the page pool is split over, so each shard owns its slots' pages."""
+    """The mesh axes that split the slots, and with them the page pool (each shard owns its
+    slots' pages): the batch axes (logical "batch") that divide `num_slots`, then `context` if
+    it divides what is left. A decode step has one token per slot, nothing to split over
+    context, so the context devices take slots of their own rather than each holding a copy of
+    the same pages: at long context the pool is most of a device."""
     if mesh is None:
         return ()
     axes = logical_to_spec(("batch",), (num_slots,), mesh)[0]
-    return () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
+    axes = () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
+    context = dict(mesh.shape).get(CONTEXT_AXIS, 1)
+    if context > 1 and (num_slots // num_shards(mesh, axes)) % context == 0:
+        axes += (CONTEXT_AXIS,)
+    return axes
 
 
 def num_shards(mesh: Mesh | AbstractMesh | None, axes: tuple[str, ...]) -> int:
