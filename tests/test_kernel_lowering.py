@@ -96,18 +96,19 @@ def test_flash_forward_and_backward_lower(backend, case):
 
 
 DECODE_CASES = [
-    # page_size, block_pages, group, num_splits
-    (16, 4, 8, 1),
-    (64, 1, 1, 4),
-    (32, 2, 4, 2),
+    # page_size, block_pages, group, num_splits, kv_heads
+    (16, 4, 8, 1, 2),
+    (64, 1, 1, 4, 2),
+    (32, 2, 4, 2, 2),
+    (64, 4, 8, 2, 1),  # one KV head per device: the TPU kernel drops the unit axis
 ]
 
 
 @pytest.mark.parametrize("backend", PLATFORMS)
-@pytest.mark.parametrize("case", DECODE_CASES, ids=lambda case: "p{}b{}g{}s{}".format(*case))
+@pytest.mark.parametrize("case", DECODE_CASES, ids=lambda case: "p{}b{}g{}s{}k{}".format(*case))
 def test_paged_decode_kernel_lowers(backend, case):
-    page_size, block_pages, group, num_splits = case
-    layers, pages, kv_heads, head_dim, batch, table = 4, 64, 2, 128, 8, 16
+    page_size, block_pages, group, num_splits, kv_heads = case
+    layers, pages, head_dim, batch, table = 4, 64, 128, 8, 16
     pool = S((layers, pages, page_size, kv_heads, head_dim), jnp.bfloat16)
     args = (
         S((batch, kv_heads * group, head_dim), jnp.bfloat16),
