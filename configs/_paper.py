@@ -4,8 +4,8 @@ Not a config itself: configs/qwen25_72b_{rft,stage1,stage2}.py start from `paper
 The mesh is for 16 x 8 H200 (128 devices): tensor parallelism inside a node, FSDP across nodes,
 and ring attention over the context axis (2 at 65k, 4 at 131k), as planned with
 tools/plan_memory.py (README, "Memory planning"). The KV pool gives each of the 64 slots its
-full context (split over fsdp and tensor: 20 GiB per device at 65k, 80 GiB at 131k), released
-before each train step.
+full context (split over fsdp, context and tensor: 10 GiB per device at 65k, 20 GiB at 131k),
+released before each train step.
 """
 
 import ml_collections

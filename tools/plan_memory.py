@@ -279,9 +279,9 @@ def plan(args: argparse.Namespace) -> dict:
     if kv_pool:
         report["notes"].append(
             "The KV pool is split over kv heads (tensor) and, like the slots, over the batch "
-            "axes that divide the slots (data, fsdp); each context group holds all of its "
-            "batch shard's pages. The loop releases it before each train step "
-            "(Engine.release), so it counts in the rollout phase only."
+            "axes and context where they divide the slots (kv_cache.pool_page_axes). The "
+            "loop releases it before each train step (Engine.release), so it counts in the "
+            "rollout phase only."
         )
     if not args.topology:
         report["notes"].append(
