@@ -3,6 +3,11 @@
 # flax, optax, orbax and transformers. Every result is JSON (or a log) under $OUT.
 #
 #     OUT=gpu_results bash tools/gpu_suite.sh [WHEEL_DIR]
+#     PARTS="attention train" bash tools/gpu_suite.sh   # some parts only
+#
+# PARTS (default all): check, decode, attention, train. At the default timeouts the whole suite
+# takes up to about 18 minutes; where one command may run 10 at most, run "check decode" and
+# "attention train" as two calls.
 #
 # WHEEL_DIR, if given, holds wheels for pure-Python dependencies the image may lack (installed
 # only when their import fails). swejax itself is used from this checkout, not installed.
@@ -34,12 +39,17 @@ print(json.dumps({
 }))
 EOF
 
+PARTS=${PARTS:-check decode attention train}
+part() { [[ " $PARTS " == *" $1 "* ]]; }
+
 # The default program path end to end on the GPU (mesh, model, tokenizer, engine, forward).
-timeout 60 python -m swejax.main check > "$OUT/check.log" 2>&1
-echo "check rc=$?" >> "$OUT/check.log"
+if part check; then
+  timeout 60 python -m swejax.main check > "$OUT/check.log" 2>&1
+  echo "check rc=$?" >> "$OUT/check.log"
+fi
 
 # Decode against the HBM roofline. One page per slot keeps it to one compiled bucket per size.
-for preset in ${PRESETS:-qwen2.5-1.5b qwen2.5-7b}; do
+part decode && for preset in ${PRESETS:-qwen2.5-1.5b qwen2.5-7b}; do
   timeout "${DECODE_TIMEOUT:-200}" python tools/bench_decode.py --no-hf --roofline --preset "$preset" --layers 0 \
     --dtype bfloat16 --batch "${BATCHES:-1,16,64,256}" --prompt 128 --new 128 --page-size 256 \
     --turns 0 --split-layers 1,0 > "$OUT/decode_$preset.json" 2> "$OUT/decode_$preset.log"
@@ -47,12 +57,14 @@ for preset in ${PRESETS:-qwen2.5-1.5b qwen2.5-7b}; do
 done
 
 # Attention kernels: flash against cuDNN and the XLA reference, forward and forward+backward.
-timeout "${ATTENTION_TIMEOUT:-240}" python tools/bench_attention.py --seqs "${SEQS:-4096,16384,32768,131072}" \
-  --out "$OUT/attention.json" > "$OUT/attention.log" 2>&1
-echo "rc=$?" >> "$OUT/attention.log"
+if part attention; then
+  timeout "${ATTENTION_TIMEOUT:-240}" python tools/bench_attention.py \
+    --seqs "${SEQS:-4096,16384,32768,131072}" --out "$OUT/attention.json" > "$OUT/attention.log" 2>&1
+  echo "rc=$?" >> "$OUT/attention.log"
+fi
 
 # Training-step MFU of the 1.5B at 32k tokens, per attention choice.
-for attention in ${TRAIN_ATTENTION:-flash cudnn}; do
+part train && for attention in ${TRAIN_ATTENTION:-flash cudnn}; do
   timeout "${TRAIN_TIMEOUT:-200}" python tools/bench_train.py --preset qwen2.5-1.5b --seq 32768 \
     --attention "$attention" --out "$OUT/train_$attention.json" > "$OUT/train_$attention.log" 2>&1
   echo "rc=$?" >> "$OUT/train_$attention.log"
