@@ -38,7 +38,13 @@ from swejax.models.attention import attend
 from swejax.models.build import is_variable
 from swejax.models.config import ModelConfig
 from swejax.models.kv_cache import num_shards, pool_page_axes, pool_spec
-from swejax.sharding import MESH_AXES, activation_mesh, logical_to_spec, named_sharding
+from swejax.sharding import (
+    LOGICAL_RULES,
+    MESH_AXES,
+    activation_mesh,
+    logical_to_spec,
+    named_sharding,
+)
 from swejax.train import BATCH_FIELDS, OptimizerConfig, make_optimizer
 from swejax.train._step import jit_train_step, state_shardings
 
@@ -208,14 +214,15 @@ class _ParamCounts:
     """Parameter elements per device, split by where they live in the step."""
 
     total: int  # everything, at its sharding
-    layers_gathered: int  # one layer's weights with data and fsdp gathered (tensor split kept)
-    embed_gathered: int  # the embedding table, fsdp gathered
-    head_gathered: int  # the untied output head, fsdp gathered (0 when tied)
+    layers_gathered: int  # one layer's weights gathered over data, fsdp and context (not tensor)
+    embed_gathered: int  # the embedding table, gathered alike
+    head_gathered: int  # the untied output head, gathered alike (0 when tied)
     layers_stacked: int  # all layers' weights at their sharding
 
 
 def _param_counts(cfg: ModelConfig, mesh: AbstractMesh) -> _ParamCounts:
-    gathered = abstract_mesh({**mesh.shape, "data": 1, "fsdp": 1})
+    # The axes FSDP gathers a weight over before using it: those of the "embed" rule.
+    gathered = abstract_mesh({**mesh.shape, **dict.fromkeys(("data", *LOGICAL_RULES["embed"]), 1)})
     total = layers_gathered = layers_stacked = embed = head = 0
     state = nnx.state(abstract_model(cfg))
     for path, var in jax.tree_util.tree_flatten_with_path(state, is_leaf=is_variable)[0]:
@@ -431,6 +438,14 @@ def analytic_breakdown(spec: PlanSpec, attention: str | None = None) -> Breakdow
                 "EngineConfig.split_layer_weights: the layers copied once per decode call",
             )
         )
+        items.append(
+            Item(
+                "decode embedding/head",
+                (params.embed_gathered + params.head_gathered) * c,
+                "rollout",
+                "the tables gathered in the compute dtype for lookup and logits",
+            )
+        )
     return Breakdown(tuple(items), attention)
 
 
@@ -509,6 +524,37 @@ def compile_train_step(
     return CompileResult(
         _memory(compiled), cfg.attention, lowered_at - started, done - lowered_at, copy
     )
+
+
+def compile_decode_step(spec: PlanSpec, mesh: Mesh, num_steps: int = 16) -> XlaMemory:
+    """Compile the engine's decode program ahead of time for the rollout beside the step: the
+    trainer's parameters, the KV pool of `spec.rollout_slots` x `spec.rollout_capacity` (or
+    `rollout_pages`), every page of a slot visible. Its arguments are the parameters and the
+    engine state, so the rollout phase is this peak plus the optimizer state, which stays on
+    the devices but is no argument of decoding."""
+    from swejax.sampling import EngineConfig, SamplingParams
+    from swejax.sampling._engine import abstract_state, decode_program
+
+    cfg = spec.model
+    graphdef, params, _, _ = abstract_train_state(cfg, mesh)
+    config = EngineConfig(
+        num_slots=spec.rollout_slots,
+        capacity=spec.rollout_capacity,
+        page_size=spec.page_size,
+        num_pages=spec.pool_pages,
+    )
+    state = abstract_state(cfg, config, mesh)
+    static = (config.pages_per_slot, num_steps, SamplingParams(), config.stop_tokens)
+    with activation_mesh(mesh):
+        lowered = decode_program(cfg, config, mesh).lower(
+            graphdef, *static, config.split_layer_weights, params, state, config.capacity
+        )
+    try:
+        return _memory(lowered.compile())
+    except jax.errors.JaxRuntimeError as error:
+        if "RESOURCE_EXHAUSTED" not in str(error):
+            raise
+        raise CompileOutOfMemory(str(error)) from error
 
 
 def compile_attention(spec: PlanSpec, mesh: Mesh) -> XlaMemory:

@@ -114,17 +114,18 @@ def test_paged_decode_kernel_compiles(topology, kv_heads, num_splits):
     assert compiled.memory_analysis().temp_size_in_bytes < 64 * 2**20
 
 
-def test_the_ring_train_step_compiles_for_a_slice():
+def test_the_ring_train_step_and_decode_compile_for_a_slice():
     """plan_memory on an 8-chip v5p slice: the Trainer's DAPO step with ring attention (flash
-    blocks, zigzag over context=4, fsdp=2), compiled by the TPU compiler, and the analytic
-    breakdown within a factor of 1.5 of the compiler's peak."""
+    blocks, zigzag over context=4, fsdp=2) and the engine's decode program (the paged decode
+    kernel, 16 slots over fsdp x context), both compiled by the TPU compiler, and the analytic
+    breakdown of each phase within a factor of 1.5 of the compiler's peak."""
     run = subprocess.run(
         [
             sys.executable,
             os.path.join(ROOT, "tools", "plan_memory.py"),
             *("--preset", "qwen2.5-0.5b", "--seq", "8192", "--topology", "v5p:2x2x2"),
             *("--mesh", "fsdp=2,context=4", "--attention", "ring", "--device-memory-gib", "95"),
-            "--json",
+            *("--rollout-slots", "16", "--rollout-capacity", "8192", "--json"),
         ],
         capture_output=True,
         text=True,
@@ -137,3 +138,9 @@ def test_the_ring_train_step_compiles_for_a_slice():
     assert xla["projected_peak"] == xla["peak"], "nothing stood in for the kernels"
     assert report["fits"]["all"]
     assert 1 / 1.5 < report["analytic"]["train_step"] / xla["peak"] < 1.5
+    rollout = report["xla_rollout"]
+    # The decode program's arguments are the weights and the KV pool, at their shardings.
+    analytic = {item["name"]: item["bytes"] for item in report["analytic"]["items"]}
+    state = analytic["weights"] + analytic["rollout KV cache"]
+    assert state <= rollout["argument"] <= 1.01 * state + 2**20
+    assert 1 / 1.5 < report["analytic"]["rollout_phase"] / rollout["rollout_phase"] < 1.5

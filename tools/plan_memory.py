@@ -207,6 +207,37 @@ def _xla_report(args, spec, devices, notes: list[str]) -> dict:
     return xla
 
 
+def _rollout_report(args, spec, devices, analytic, notes: list[str]) -> dict | None:
+    """XLA's peak for the engine's decode program beside the state, when the run's own
+    attention compiles here: the decode kernel of flash and ring only compiles for a TPU slice."""
+    from swejax_kernels.platform import lowering_for
+
+    from swejax.memory_plan import CompileOutOfMemory, compile_decode_step
+    from swejax.sharding import make_mesh
+
+    platform = "tpu" if args.topology else "cpu"
+    if _compile_attention(spec.model, None, platform)[0] != spec.model.attention:
+        notes.append(
+            f"No XLA number for the rollout phase: the decode path of attention="
+            f"{spec.model.attention!r} does not compile on {platform}."
+        )
+        return None
+    target = lowering_for("tpu") if args.topology else contextlib.nullcontext()
+    try:
+        with target:
+            memory = compile_decode_step(spec, make_mesh(**spec.mesh, devices=devices))
+    except CompileOutOfMemory as error:
+        return {"error": str(error).splitlines()[0], "required_temp": error.required_temp}
+    # The optimizer state stays on the devices while they decode but is no argument of it.
+    optimizer = analytic.get("optimizer")
+    return {
+        **dataclasses.asdict(memory),
+        "peak": memory.peak,
+        "optimizer": optimizer,
+        "rollout_phase": memory.peak + optimizer,
+    }
+
+
 def plan(args: argparse.Namespace) -> dict:
     """Everything the tool reports, as plain data."""
     from swejax.memory_plan import GIB, PlanSpec, analytic_breakdown
@@ -271,6 +302,11 @@ def plan(args: argparse.Namespace) -> dict:
         elif xla["projected_peak"] is not None:
             xla["train_phase"] = xla["projected_peak"]
             fits["train_phase_xla"] = xla["train_phase"] <= usable
+        if kv_pool:
+            rollout = _rollout_report(args, spec, devices, analytic, report["notes"])
+            if rollout is not None:
+                report["xla_rollout"] = rollout
+                fits["rollout_phase_xla"] = rollout.get("rollout_phase", usable + 1) <= usable
     if spec.model.attention in ("reference",) and spec.seq >= 16384:
         report["notes"].append(
             "attention='reference' materialises float32 [rows, heads, T, S] scores per layer; "
@@ -342,6 +378,19 @@ def format_report(report: dict) -> str:
             ]
         lines += [
             f"  lowered in {xla['lower_s']:.1f} s, compiled in {xla['compile_s']:.1f} s",
+            "",
+        ]
+    rollout = report.get("xla_rollout")
+    if rollout and "error" in rollout:
+        lines += ["XLA, the engine's decode program: refused", f"  {rollout['error']}", ""]
+    elif rollout:
+        lines += [
+            "XLA, the engine's decode program beside the state (GiB per device)",
+            f"  {'arguments (weights, KV pool)':34}{_gib(rollout['argument'])}",
+            f"  {'temp':34}{_gib(rollout['temp'])}",
+            f"  {'peak':34}{_gib(rollout['peak'])}",
+            f"  {'+ optimizer state':34}{_gib(rollout['optimizer'])}",
+            f"  {'rollout phase':34}{_gib(rollout['rollout_phase'])}",
             "",
         ]
     lines.append(f"analytic, attention={a['attention']} (GiB per device)")

@@ -282,12 +282,13 @@ class Qwen2(nnx.Module):
     def logits(self, hidden: Float[Array, "B T D"]) -> Float[Array, "B T V"]:
         """Float32 logits from final hidden states (tied or separate output head)."""
         if self.cfg.tie_word_embeddings:
-            equation, head = "BTD,VD->BTV", self.embed[...]
+            equation, head, names = "BTD,VD->BTV", self.embed[...], ("vocab", None)
         else:
-            equation, head = "BTD,DV->BTV", self.lm_head[...]
-        out = jnp.einsum(
-            equation, hidden, head.astype(hidden.dtype), preferred_element_type=jnp.float32
-        )
+            equation, head, names = "BTD,DV->BTV", self.lm_head[...], (None, "vocab")
+        # Cast, then gather over the "embed" split (as `_embed_tokens` does): the gathered
+        # table is in the compute dtype, and a tied one is the same array as the lookup's.
+        head = constrain(head.astype(hidden.dtype), names)
+        out = jnp.einsum(equation, hidden, head, preferred_element_type=jnp.float32)
         return constrain(out, ("batch", "seq", "act_vocab"))
 
     def _embed_tokens(self, input_ids: Int[Array, "B T"]) -> Float[Array, "B T D"]:

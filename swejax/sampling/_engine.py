@@ -120,6 +120,63 @@ class EngineState(NamedTuple):
     key: jax.Array
 
 
+def _replicated(mesh: Mesh | None) -> jax.sharding.Sharding:
+    if mesh is None:
+        return SingleDeviceSharding(jax.devices()[0])
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def _pool_shape(model_cfg, config: EngineConfig) -> tuple[int, ...]:
+    c, m = config, model_cfg
+    return (m.num_layers, c.pool_pages, c.page_size, m.num_kv_heads, m.head_dim)
+
+
+def state_shardings(model_cfg, config: EngineConfig, mesh: Mesh | None) -> EngineState:
+    """Where each part of an engine's state lives: the pools' pages split like the slots
+    (`kv_cache.pool_page_axes`) and KV heads over tensor, the bookkeeping replicated."""
+    rep = _replicated(mesh)
+    pool, page_axes = rep, pool_page_axes(mesh, config.num_slots)
+    if mesh is not None:
+        pool = NamedSharding(mesh, pool_spec(mesh, page_axes, model_cfg.num_kv_heads))
+    return EngineState(LayerCache(pool, pool, page_axes), rep, rep, rep, rep, rep, rep, rep)
+
+
+def abstract_state(model_cfg, config: EngineConfig, mesh: Mesh) -> EngineState:
+    """An engine's state as ShapeDtypeStructs at its shardings: for compiling the decode
+    program ahead of time (`swejax.memory_plan`), nothing allocated."""
+    shardings = state_shardings(model_cfg, config, mesh)
+    slots, dtype = config.num_slots, jnp.dtype(model_cfg.dtype)
+
+    def struct(shape, dt, sharding):
+        return jax.ShapeDtypeStruct(shape, dt, sharding=sharding)
+
+    pool = struct(_pool_shape(model_cfg, config), dtype, shardings.cache.k)
+    rows = (
+        struct((slots,), dt, sharding)
+        for dt, sharding in zip(
+            (jnp.int32, jnp.int32, jnp.int32, bool, jnp.int32),
+            shardings[2:7],
+            strict=True,
+        )
+    )
+    table = struct((slots, config.pages_per_slot), jnp.int32, shardings.page_table)
+    key = jax.eval_shape(lambda: jax.random.key(0))
+    return EngineState(
+        LayerCache(pool, pool, shardings.cache.page_axes),
+        table,
+        *rows,
+        struct(key.shape, key.dtype, shardings.key),
+    )
+
+
+def decode_program(model_cfg, config: EngineConfig, mesh: Mesh | None):
+    """The engine's jitted decode. Arguments: graphdef, visible pages, steps, sampling, stop
+    tokens, split_layers (static), then params, state (donated) and capacity. The state comes
+    back at its own shardings, so no call sees a new layout and recompiles."""
+    out = (state_shardings(model_cfg, config, mesh), (_replicated(mesh),) * 4)
+    return jax.jit(_decode, static_argnums=(0, 1, 2, 3, 4, 5), donate_argnums=7, out_shardings=out)
+
+
 @dataclasses.dataclass(frozen=True)
 class DecodeResult:
     """What one `decode` call produced, per slot (host numpy)."""
@@ -275,7 +332,6 @@ class Engine:
         self._shard_pages = config.pool_pages // self._shards
         self._shard_slots = config.num_slots // self._shards
         shardings = self._state_shardings()
-        replicated = self._replicated()
         # Fixed output shardings: every call hands the state back laid out exactly as it came,
         # so no call sees a new input layout and recompiles. Host values go in as numpy: a jax
         # array made inside the mesh context would carry a different sharding than one made
@@ -283,34 +339,20 @@ class Engine:
         self._ingest = jax.jit(
             _ingest, static_argnums=(0, 1), donate_argnums=3, out_shardings=shardings
         )
-        self._decode = jax.jit(
-            _decode,
-            static_argnums=(0, 1, 2, 3, 4, 5),
-            donate_argnums=7,
-            out_shardings=(shardings, (replicated,) * 4),
-        )
+        self._decode = decode_program(model.cfg, config, mesh)
         self._set_slot = jax.jit(_set_slot, donate_argnums=0, out_shardings=shardings)
         self.reset()
 
     # --- layout ---------------------------------------------------------------------------
 
     def _replicated(self) -> jax.sharding.Sharding:
-        if self.mesh is None:
-            return SingleDeviceSharding(jax.devices()[0])
-        return NamedSharding(self.mesh, PartitionSpec())
+        return _replicated(self.mesh)
 
     def _pool_shape(self) -> tuple[int, ...]:
-        cfg, mcfg = self.config, self.model.cfg
-        return (mcfg.num_layers, cfg.pool_pages, cfg.page_size, mcfg.num_kv_heads, mcfg.head_dim)
+        return _pool_shape(self.model.cfg, self.config)
 
     def _state_shardings(self) -> EngineState:
-        rep = self._replicated()
-        pool = rep
-        if self.mesh is not None:
-            spec = pool_spec(self.mesh, self._page_axes, self.model.cfg.num_kv_heads)
-            pool = NamedSharding(self.mesh, spec)  # [L, P_batch, page, K_tp, H]
-        cache = LayerCache(pool, pool, self._page_axes)
-        return EngineState(cache, rep, rep, rep, rep, rep, rep, rep)
+        return state_shardings(self.model.cfg, self.config, self.mesh)
 
     def _new_state(self) -> EngineState:
         shape, dtype = self._pool_shape(), jnp.dtype(self.model.cfg.dtype)
