@@ -18,6 +18,11 @@ then holds T x S score blocks the kernel never materialises, and a projection sw
 attention line of one for the other. With 128 fake devices the 72B step compiles in about 15 s
 and under 1 GiB of host memory (the layers are scanned).
 
+With rollout slots, the engine's decode program is compiled too (`compile_decode_step`: the
+trainer's weights, the KV pool, every page of a slot visible), and the rollout phase is its peak
+plus the optimizer state, when the run's decode path compiles here (the Pallas decode kernel of
+flash and ring only for a TPU slice).
+
 `--topology v5p:4x4x8` compiles with the TPU compiler for that slice instead (deviceless
 ahead-of-time compilation through libtpu, `swejax.tpu_compiler`; no TPU needed). Then the run's
 own attention is compiled, Pallas kernels included (traced for TPU through
