@@ -43,11 +43,11 @@ def _on_one_chip(topology: str, shape, dtype=jnp.bfloat16) -> jax.ShapeDtypeStru
     return jax.ShapeDtypeStruct(shape, dtype, sharding=NamedSharding(chip, P()))
 
 
-def _compile_flash_gradient(topology, q_len, block_sizes=None, segmented=False):
+def _compile_flash_gradient(topology, q_len, block_sizes=None, segmented=False, heads=(8, 1)):
     """The flash forward and backward of a 64:8-head layer sharded 8 ways over tensor
-    (8 query heads on 1 KV head per chip), head dim 128, bf16."""
-    q = _on_one_chip(topology, (1, q_len, 8, 128))
-    kv = _on_one_chip(topology, (1, q_len, 1, 128))
+    (8 query heads on 1 KV head per chip, by default), head dim 128, bf16."""
+    q = _on_one_chip(topology, (1, q_len, heads[0], 128))
+    kv = _on_one_chip(topology, (1, q_len, heads[1], 128))
     segment_ids = _on_one_chip(topology, (1, q_len), jnp.int32) if segmented else None
 
     def loss(q, k, v, segment_ids):
@@ -71,6 +71,11 @@ def test_flash_at_32k_compiles_on_each_generation(topology):
 
 def test_packed_rows_of_odd_length_compile():
     _compile_flash_gradient("v5p:2x2x1", 5000, segmented=True)
+
+
+def test_several_kv_heads_per_chip_compile():
+    # Qwen2.5-7B on one chip: 28 query heads on 4 KV heads.
+    _compile_flash_gradient("v6e:2x2", 16384, heads=(28, 4))
 
 
 def test_tiles_too_big_for_vmem_are_refused_by_the_compiler():
