@@ -9,10 +9,7 @@ interpret-mode tests' part.
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -22,10 +19,10 @@ from jax.sharding import PartitionSpec as P
 from swejax_kernels import flash
 from swejax_kernels.decode import paged_decode_attention
 from swejax_kernels.platform import lowering_for
+from test_plan_memory import plan_memory_report
 
 from swejax.tpu_compiler import libtpu_path, tpu_devices
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GIB = 2**30
 
 if libtpu_path() is None:
@@ -124,20 +121,12 @@ def test_the_ring_train_step_and_decode_compile_for_a_slice():
     blocks, zigzag over context=4, fsdp=2) and the engine's decode program (the paged decode
     kernel, 16 slots over fsdp x context), both compiled by the TPU compiler, and the analytic
     breakdown of each phase within a factor of 1.5 of the compiler's peak."""
-    run = subprocess.run(
-        [
-            sys.executable,
-            os.path.join(ROOT, "tools", "plan_memory.py"),
-            *("--preset", "qwen2.5-0.5b", "--seq", "8192", "--topology", "v5p:2x2x2"),
-            *("--mesh", "fsdp=2,context=4", "--attention", "ring", "--device-memory-gib", "95"),
-            *("--rollout-slots", "16", "--rollout-capacity", "8192", "--json"),
-        ],
-        capture_output=True,
-        text=True,
+    report = plan_memory_report(
+        *("--preset", "qwen2.5-0.5b", "--seq", "8192", "--topology", "v5p:2x2x2"),
+        *("--mesh", "fsdp=2,context=4", "--attention", "ring", "--device-memory-gib", "95"),
+        *("--rollout-slots", "16", "--rollout-capacity", "8192"),
         timeout=900,
     )
-    assert run.returncode == 0, run.stderr[-3000:]
-    report = json.loads(run.stdout)
     xla = report["xla"]
     assert (xla["compiler"], xla["attention"]) == ("TPU (v5p:2x2x2)", "ring")
     assert xla["projected_peak"] == xla["peak"], "nothing stood in for the kernels"
