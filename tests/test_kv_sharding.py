@@ -137,6 +137,34 @@ def test_decode_and_ingest_move_no_keys_or_values(model):
     assert _kv_collectives(gathered, head_dim), "the detector missed a gathered pool"
 
 
+def test_decode_on_a_context_mesh_moves_no_pages(model):
+    """With the pool split over fsdp x context, a decode step's new K/V are sliced to their
+    shard where they are (one token per slot: nothing to move); what the context devices
+    exchange is each layer's attention output for their slots, [S / fsdp, 1, N / tensor, H]
+    gathered over context, never the pool or keys and values."""
+    mesh = make_mesh(data=1, fsdp=2, tensor=2, context=2)
+    sharded = place_state(model, mesh)
+    engine = Engine(sharded, CONFIG, SamplingParams(temperature=1.0), mesh, 0)
+    with activation_mesh(mesh):
+        decode = engine._decode.lower(
+            engine._graphdef,
+            4,
+            CONFIG.steps_per_call,
+            engine.sampling,
+            (),
+            True,
+            nnx.state(sharded),
+            engine.state,
+            np.int32(CONFIG.capacity),
+        )
+    cfg = model.cfg
+    attention_out = f"f32[{CONFIG.num_slots // 2},1,{cfg.num_heads // 2},{cfg.head_dim}]"
+    moved = _kv_collectives(decode.compile().as_text(), cfg.head_dim)
+    assert moved, "each layer's attention output is gathered over context"
+    for line in moved:
+        assert f"= {attention_out}" in line and " all-gather(" in line, line
+
+
 def test_a_shard_out_of_pages_ends_only_its_own_slots(model):
     mesh = make_mesh(data=1, fsdp=4, tensor=2)
     config = EngineConfig(num_slots=8, capacity=64, page_size=4, num_pages=12, chunk=4)
