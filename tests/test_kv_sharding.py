@@ -74,6 +74,22 @@ def _kv_collectives(hlo: str, head_dim: int) -> list[str]:
     return found
 
 
+def _lowered_decode(engine, mesh):
+    """The engine's decode program lowered for 4 visible pages (not run)."""
+    with activation_mesh(mesh):
+        return engine._decode.lower(
+            engine._graphdef,
+            4,
+            CONFIG.steps_per_call,
+            engine.sampling,
+            (),
+            True,
+            nnx.state(engine.model),
+            engine.state,
+            np.int32(CONFIG.capacity),
+        )
+
+
 @pytest.mark.parametrize("mesh_name", list(MESHES))
 def test_sharded_pool_engine_equals_unsharded(model, mesh_name):
     shape, axes, local_pages = MESHES[mesh_name]
@@ -107,18 +123,8 @@ def test_decode_and_ingest_move_no_keys_or_values(model):
     sharded = place_state(model, mesh)
     engine = Engine(sharded, CONFIG, SamplingParams(temperature=1.0), mesh, 0)
     params = nnx.state(sharded)
+    decode = _lowered_decode(engine, mesh)
     with activation_mesh(mesh):
-        decode = engine._decode.lower(
-            engine._graphdef,
-            4,
-            CONFIG.steps_per_call,
-            engine.sampling,
-            (),
-            True,
-            params,
-            engine.state,
-            np.int32(CONFIG.capacity),
-        )
         width = 4  # ingest_rows=3 over 4 shards: one row each
         ingest = engine._ingest.lower(
             engine._graphdef,
@@ -145,18 +151,7 @@ def test_decode_on_a_context_mesh_moves_no_pages(model):
     mesh = make_mesh(data=1, fsdp=2, tensor=2, context=2)
     sharded = place_state(model, mesh)
     engine = Engine(sharded, CONFIG, SamplingParams(temperature=1.0), mesh, 0)
-    with activation_mesh(mesh):
-        decode = engine._decode.lower(
-            engine._graphdef,
-            4,
-            CONFIG.steps_per_call,
-            engine.sampling,
-            (),
-            True,
-            nnx.state(sharded),
-            engine.state,
-            np.int32(CONFIG.capacity),
-        )
+    decode = _lowered_decode(engine, mesh)
     cfg = model.cfg
     attention_out = f"f32[{CONFIG.num_slots // 2},1,{cfg.num_heads // 2},{cfg.head_dim}]"
     moved = _kv_collectives(decode.compile().as_text(), cfg.head_dim)
