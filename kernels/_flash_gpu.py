@@ -47,20 +47,33 @@ def _split_loop(body, mask: Mask, *, interior, edge, init):
     return lax.fori_loop(interior[0], interior[1], inner, carry)
 
 
-def gpu_forward(plan: Plan, q, k, v, q_seg, kv_seg):
-    batch, _, num_q_heads, head = q.shape
+def _query_tile_specs(plan: Plan, head: int):
+    """Grid (batch, query head, query tile) of the forward and dQ kernels: the query tile, the
+    whole key/value sequence of its group's KV head, and the segment ids of both (if any)."""
     bq, group = plan.block_q, plan.group
     q_spec = pl.BlockSpec((None, bq, None, head), lambda b, n, i: (b, i, n, 0))
     kv_spec = pl.BlockSpec(
         (None, plan.kv_padded, None, head), lambda b, n, i: (b, 0, lax.div(n, group), 0)
     )
-    in_specs, args = [q_spec, kv_spec, kv_spec], [q, k, v]
+    segment_specs = []
     if plan.mask.segments:
-        in_specs += [
+        segment_specs = [
             pl.BlockSpec((None, bq), lambda b, n, i: (b, i)),
             pl.BlockSpec((None, plan.kv_padded), lambda b, n, i: (b, 0)),
         ]
-        args += [q_seg, kv_seg]
+    return q_spec, kv_spec, segment_specs
+
+
+def _segment_args(plan: Plan, q_seg, kv_seg) -> list:
+    return [q_seg, kv_seg] if plan.mask.segments else []
+
+
+def gpu_forward(plan: Plan, q, k, v, q_seg, kv_seg):
+    batch, _, num_q_heads, head = q.shape
+    bq = plan.block_q
+    q_spec, kv_spec, segment_specs = _query_tile_specs(plan, head)
+    in_specs = [q_spec, kv_spec, kv_spec, *segment_specs]
+    args = [q, k, v, *_segment_args(plan, q_seg, kv_seg)]
     return pl.pallas_call(
         functools.partial(_gpu_forward_kernel, plan=plan),
         grid=(batch, num_q_heads, plan.num_q_tiles),
@@ -183,20 +196,10 @@ def _gpu_dkdv_kernel(*refs, plan: Plan):
 
 def _gpu_dq(plan: Plan, q, k, v, do, lse, delta, q_seg, kv_seg):
     batch, _, num_q_heads, head = q.shape
-    bq, group = plan.block_q, plan.group
-    q_spec = pl.BlockSpec((None, bq, None, head), lambda b, n, i: (b, i, n, 0))
-    kv_spec = pl.BlockSpec(
-        (None, plan.kv_padded, None, head), lambda b, n, i: (b, 0, lax.div(n, group), 0)
-    )
-    row_spec = pl.BlockSpec((None, None, bq), lambda b, n, i: (b, n, i))
-    in_specs = [q_spec, kv_spec, kv_spec, q_spec, row_spec, row_spec]
-    args = [q, k, v, do, lse, delta]
-    if plan.mask.segments:
-        in_specs += [
-            pl.BlockSpec((None, bq), lambda b, n, i: (b, i)),
-            pl.BlockSpec((None, plan.kv_padded), lambda b, n, i: (b, 0)),
-        ]
-        args += [q_seg, kv_seg]
+    q_spec, kv_spec, segment_specs = _query_tile_specs(plan, head)
+    row_spec = pl.BlockSpec((None, None, plan.block_q), lambda b, n, i: (b, n, i))
+    in_specs = [q_spec, kv_spec, kv_spec, q_spec, row_spec, row_spec, *segment_specs]
+    args = [q, k, v, do, lse, delta, *_segment_args(plan, q_seg, kv_seg)]
     return pl.pallas_call(
         functools.partial(_gpu_dq_kernel, plan=plan),
         grid=(batch, num_q_heads, plan.num_q_tiles),

@@ -43,6 +43,10 @@ LOGICAL_RULES: dict[str, tuple[str, ...]] = {
 }
 
 
+# The mesh axis the sequence is split over: what ring attention passes keys and values round.
+(CONTEXT_AXIS,) = LOGICAL_RULES["seq"]
+
+
 class MeshError(ValueError):
     """A mesh shape that cannot be built from the available devices."""
 

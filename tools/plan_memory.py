@@ -212,19 +212,19 @@ def _xla_report(args, spec, devices, notes: list[str]) -> dict:
     return xla
 
 
-def _rollout_report(args, spec, devices, analytic, notes: list[str]) -> dict | None:
-    """XLA's peak for the engine's decode program beside the state, when the run's own
-    attention compiles here: the decode kernel of flash and ring only compiles for a TPU slice."""
+def _rollout_report(args, spec, devices, compiled_attention, analytic, notes) -> dict | None:
+    """XLA's peak for the engine's decode program beside the state, when the train step
+    compiled the run's own attention: the decode kernel of flash and ring only compiles for a
+    TPU slice, and a stand-in's decode path would not be the run's."""
     from swejax_kernels.platform import lowering_for
 
     from swejax.memory_plan import CompileOutOfMemory, compile_decode_step
     from swejax.sharding import make_mesh
 
-    platform = "tpu" if args.topology else "cpu"
-    if _compile_attention(spec.model, None, platform)[0] != spec.model.attention:
+    if compiled_attention != spec.model.attention:
         notes.append(
             f"No XLA number for the rollout phase: the decode path of attention="
-            f"{spec.model.attention!r} does not compile on {platform}."
+            f"{spec.model.attention!r} does not compile here."
         )
         return None
     target = lowering_for("tpu") if args.topology else contextlib.nullcontext()
@@ -308,7 +308,8 @@ def plan(args: argparse.Namespace) -> dict:
             xla["train_phase"] = xla["projected_peak"]
             fits["train_phase_xla"] = xla["train_phase"] <= usable
         if kv_pool:
-            rollout = _rollout_report(args, spec, devices, analytic, report["notes"])
+            impl = xla["attention"]
+            rollout = _rollout_report(args, spec, devices, impl, analytic, report["notes"])
             if rollout is not None:
                 report["xla_rollout"] = rollout
                 fits["rollout_phase_xla"] = rollout.get("rollout_phase", usable + 1) <= usable

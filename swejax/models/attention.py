@@ -37,7 +37,7 @@ from swejax_kernels.reference import cached_attention as _reference_cached
 from swejax_kernels.ring import from_zigzag, ring_attention, to_zigzag
 
 from swejax.models.kv_cache import LayerCache, per_page_shard
-from swejax.sharding import LOGICAL_RULES, logical_to_spec
+from swejax.sharding import CONTEXT_AXIS, LOGICAL_RULES, logical_to_spec
 
 if TYPE_CHECKING:
     from swejax.models.config import ModelConfig
@@ -51,7 +51,8 @@ _BACKENDS: dict[str, tuple[str, ...] | None] = {
     "cudnn": ("gpu",),
 }
 
-(_CONTEXT_AXIS,) = LOGICAL_RULES["seq"]
+# How the ring sees the mesh: the sequence over context, rows over the batch axes.
+_RING_AXES = {"axis_name": CONTEXT_AXIS, "batch_axes": LOGICAL_RULES["batch"]}
 # The Pallas choices also decode with the paged decode kernel (`swejax_kernels.decode`).
 _DECODE_KERNEL = ("flash", "ring")
 _INTERPRET = {"on": False}  # set by `pallas_interpreter`
@@ -89,7 +90,7 @@ def in_ring_order(impl: str) -> bool:
     if impl not in ("ring", "ring_reference"):
         return False
     mesh = _mesh_in_context()
-    return mesh is not None and mesh.shape.get(_CONTEXT_AXIS, 1) > 1
+    return mesh is not None and mesh.shape.get(CONTEXT_AXIS, 1) > 1
 
 
 def to_ring_order(impl: str, *arrays: Array | None) -> tuple[Array | None, ...]:
@@ -97,22 +98,14 @@ def to_ring_order(impl: str, *arrays: Array | None) -> tuple[Array | None, ...]:
     if not in_ring_order(impl):
         return arrays
     mesh = _mesh_in_context()
-    return tuple(
-        None if x is None else to_zigzag(x, **_ring_axes(mesh, "batch_axes")) for x in arrays
-    )
+    return tuple(None if x is None else to_zigzag(x, mesh=mesh, **_RING_AXES) for x in arrays)
 
 
 def from_ring_order(impl: str, x: Array) -> Array:
     """The inverse of `to_ring_order`, for one array."""
     if not in_ring_order(impl):
         return x
-    return from_zigzag(x, **_ring_axes(_mesh_in_context(), "batch_axes"))
-
-
-def _ring_axes(mesh, *fields: str) -> dict:
-    axes = {"mesh": mesh, "axis_name": _CONTEXT_AXIS, "batch_axes": LOGICAL_RULES["batch"]}
-    axes["head_axis"] = LOGICAL_RULES["act_kv_heads"][0]
-    return {name: axes[name] for name in ("mesh", "axis_name", *fields)}
+    return from_zigzag(x, mesh=_mesh_in_context(), **_RING_AXES)
 
 
 def attend(
@@ -137,7 +130,9 @@ def attend(
             q,
             k,
             v,
-            **_ring_axes(mesh, "batch_axes", "head_axis"),
+            mesh=mesh,
+            **_RING_AXES,
+            head_axis=LOGICAL_RULES["act_kv_heads"][0],
             causal=True,
             segment_ids=segment_ids,
             block_impl="flash" if impl == "ring" else "reference",
@@ -265,10 +260,10 @@ def _per_shard(attention, impl: str, mesh: AbstractMesh | None, q, k, v, segment
     otherwise be replicated by the partitioner: every device computing every head)."""
     if mesh is None:
         return attention(q, k, v, segment_ids)
-    if mesh.shape.get(_CONTEXT_AXIS, 1) > 1:
+    if mesh.shape.get(CONTEXT_AXIS, 1) > 1:
         raise ValueError(
             f"attention={impl!r} needs the whole sequence on each device, but the mesh splits it "
-            f"{mesh.shape[_CONTEXT_AXIS]} ways over {_CONTEXT_AXIS!r}; use 'ring'"
+            f"{mesh.shape[CONTEXT_AXIS]} ways over {CONTEXT_AXIS!r}; use 'ring'"
         )
     # One spec for q, k and v: heads are split only when the kv heads divide, so each device's
     # query heads read exactly its own kv heads.

@@ -32,9 +32,7 @@ from jax.sharding import AbstractMesh, Mesh
 from jax.sharding import PartitionSpec as P
 from jaxtyping import Array, Float, Int
 
-from swejax.sharding import LOGICAL_RULES, logical_to_spec
-
-(CONTEXT_AXIS,) = LOGICAL_RULES["seq"]
+from swejax.sharding import CONTEXT_AXIS, logical_to_spec
 
 
 @struct.dataclass

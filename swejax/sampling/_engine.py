@@ -331,7 +331,7 @@ class Engine:
             )
         self._shard_pages = config.pool_pages // self._shards
         self._shard_slots = config.num_slots // self._shards
-        shardings = self._state_shardings()
+        shardings = self._shardings = state_shardings(model.cfg, config, mesh)
         # Fixed output shardings: every call hands the state back laid out exactly as it came,
         # so no call sees a new input layout and recompiles. Host values go in as numpy: a jax
         # array made inside the mesh context would carry a different sharding than one made
@@ -345,17 +345,8 @@ class Engine:
 
     # --- layout ---------------------------------------------------------------------------
 
-    def _replicated(self) -> jax.sharding.Sharding:
-        return _replicated(self.mesh)
-
-    def _pool_shape(self) -> tuple[int, ...]:
-        return _pool_shape(self.model.cfg, self.config)
-
-    def _state_shardings(self) -> EngineState:
-        return state_shardings(self.model.cfg, self.config, self.mesh)
-
     def _new_state(self) -> EngineState:
-        shape, dtype = self._pool_shape(), jnp.dtype(self.model.cfg.dtype)
+        shape, dtype = _pool_shape(self.model.cfg, self.config), jnp.dtype(self.model.cfg.dtype)
         slots, cfg = self.config.num_slots, self.config
 
         def init() -> EngineState:
@@ -371,7 +362,7 @@ class Engine:
                 key=jax.random.key(self._seed),
             )
 
-        return jax.jit(init, out_shardings=self._state_shardings())()
+        return jax.jit(init, out_shardings=self._shardings)()
 
     def reseed(self, seed: int) -> None:
         """Draw from a new random stream from now on (the engine must be idle). After
@@ -382,7 +373,7 @@ class Engine:
         if self.state is None:
             self.reset()
             return
-        key = jax.device_put(jax.random.key(seed), self._replicated())
+        key = jax.device_put(jax.random.key(seed), _replicated(self.mesh))
         self.state = self.state._replace(key=key)
 
     # --- slots ----------------------------------------------------------------------------
