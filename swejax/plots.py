@@ -1,5 +1,6 @@
-"""Training curves from metrics.jsonl, as the paper draws them: Pass@1 (with its standard error)
-and Pass@k of the evaluations, and submits and mean turns of the rollouts, per iteration."""
+"""Training curves from a run's metrics rows, as the paper draws them: Pass@1 (with its standard
+error) and Pass@k of the evaluations, and submits and mean turns of the rollouts, per
+iteration."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import os
 from collections.abc import Sequence
 
 
-def write_plots(metrics: Sequence[dict], directory: str) -> list[str]:
+def write_plots(rows: Sequence, directory: str) -> list[str]:
     """PNG files written to `directory` (none when there is nothing to draw yet)."""
     import matplotlib
 
@@ -15,31 +16,31 @@ def write_plots(metrics: Sequence[dict], directory: str) -> list[str]:
     import matplotlib.pyplot as plt
 
     written = []
-    evals = [m for m in metrics if m["kind"] == "eval"]
-    dapo = [m for m in metrics if m["kind"] == "dapo"]
+    evals = [r for r in rows if r.KIND == "eval"]
+    dapo = [r for r in rows if r.KIND == "dapo"]
     if evals:
-        x = [m["iterations"] + 0.5 * (m["stage"] == "rft") for m in evals]
-        k = evals[0]["runs"]
+        x = [r.iterations + 0.5 * (r.stage == "rft") for r in evals]
+        k = evals[0].passes.runs
         fig, ax = plt.subplots(figsize=(6, 4))
         ax.errorbar(
             x,
-            [m["pass@1"] for m in evals],
-            [m["pass@1_stderr"] for m in evals],
+            [r.passes.pass_at_1 for r in evals],
+            [r.passes.pass_at_1_stderr for r in evals],
             marker="o",
             capsize=3,
             label="Pass@1",
         )
-        ax.plot(x, [m[f"pass@{k}"] for m in evals], marker="s", label=f"Pass@{k}")
+        ax.plot(x, [r.passes.pass_at_k for r in evals], marker="s", label=f"Pass@{k}")
         ax.set(xlabel="DAPO iterations done (RFT at 0.5)", ylabel="resolved", ylim=(-0.02, 1.02))
         ax.legend()
         written.append(_save(fig, directory, "pass_at_k.png"))
     if dapo:
-        x = [m["iteration"] for m in dapo]
+        x = [r.iteration for r in dapo]
         fig, left = plt.subplots(figsize=(6, 4))
-        left.plot(x, [m["submits"] for m in dapo], marker="o", color="tab:blue")
+        left.plot(x, [r.rollout.submits for r in dapo], marker="o", color="tab:blue")
         left.set(xlabel="iteration", ylabel="submits")
         right = left.twinx()
-        right.plot(x, [m["mean_turns"] for m in dapo], marker="s", color="tab:orange")
+        right.plot(x, [r.rollout.mean_turns for r in dapo], marker="s", color="tab:orange")
         right.set_ylabel("mean turns")
         written.append(_save(fig, directory, "submits_and_turns.png"))
     return written

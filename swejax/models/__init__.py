@@ -8,7 +8,6 @@ from swejax.models.build import (
     param_shardings,
     place_state,
 )
-from swejax.models.checkpoint import load_checkpoint, save_checkpoint
 from swejax.models.config import (
     PRESETS,
     ModelConfig,
@@ -30,13 +29,11 @@ __all__ = [
     "copy_side_files",
     "count_params",
     "from_hf_config",
-    "load_checkpoint",
     "load_hf_checkpoint",
     "model_config_from",
     "param_shardings",
     "place_state",
     "preset",
-    "save_checkpoint",
     "save_hf_checkpoint",
     "to_hf_config",
 ]

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 @dataclasses.dataclass
 class Trajectory:
-    """Token in, token out (DESIGN.md invariant 2): `tokens` are the ids the sampler saw and
+    """Token in, token out (docs/architecture.md): `tokens` are the ids the sampler saw and
     produced, in order; everything below is aligned with them or indexes into them."""
 
     task_id: str

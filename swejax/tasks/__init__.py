@@ -2,7 +2,7 @@
 repositories to run them on."""
 
 from swejax.tasks._builtin import BUILTIN_DIR, builtin_tasks, load_builtin_task, materialize
-from swejax.tasks._sets import TASK_SETS, VERIFIED_50
+from swejax.tasks._sets import TASK_SETS, VERIFIED_50, load_source, select_tasks
 from swejax.tasks._task import (
     Task,
     TaskError,
@@ -22,7 +22,9 @@ __all__ = [
     "load_builtin_task",
     "load_hf_dataset",
     "load_jsonl",
+    "load_source",
     "materialize",
     "patch_files",
+    "select_tasks",
     "task_from_record",
 ]

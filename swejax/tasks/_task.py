@@ -8,10 +8,12 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from swejax.errors import UserError
+
 _DIFF_HEADER = re.compile(r"^diff --git a/(\S+) b/(\S+)$", re.MULTILINE)
 
 
-class TaskError(ValueError):
+class TaskError(UserError):
     """A task record that cannot be used; the message names where and which field."""
 
 

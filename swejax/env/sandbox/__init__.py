@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from swejax.env.sandbox._bwrap import WORKDIR, BwrapSandbox, bwrap_available
 from swejax.env.sandbox._docker import DockerSandbox, reap
-from swejax.env.sandbox._types import RunResult, SandboxError, SandboxLimits
+from swejax.env.sandbox._types import RunResult, Sandbox, SandboxError, SandboxLimits
 
 RUNTIMES = ("bwrap", "docker")
 
@@ -45,6 +45,7 @@ __all__ = [
     "BwrapSandbox",
     "DockerSandbox",
     "RunResult",
+    "Sandbox",
     "SandboxError",
     "SandboxLimits",
     "bwrap_available",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Protocol
 
 
 class SandboxError(RuntimeError):
@@ -27,3 +28,23 @@ class RunResult:
     timed_out: bool
     output_bytes_dropped: int
     seconds: float
+
+
+class Sandbox(Protocol):
+    """What every runtime offers (bwrap, docker), and all an episode or a grader uses."""
+
+    repo: str | None  # the private copy of the repository on the host (bwrap), else None
+
+    def run(self, command: str, timeout: float | None = None) -> RunResult:
+        """Run a shell command in the sandbox's persistent shell state (cwd, exports)."""
+        ...
+
+    def write_file(self, path: str, text: str) -> None: ...
+
+    def diff(self) -> str:
+        """`git diff` of the repository against its base commit, new files included."""
+        ...
+
+    def close(self) -> None:
+        """Remove everything the sandbox made; safe to call twice."""
+        ...

@@ -1,5 +1,6 @@
-"""The agent-computer interface of SPEC.md: prompts, reply parsing, the editor tools (run inside
-the sandbox, `swejax/env/tools/swe_tools.py`), observations, turn limits and `submit`."""
+"""The agent-computer interface of the paper (docs/method.md): prompts, reply parsing, the
+editor tools (run inside the sandbox, `swejax/env/tools/swe_tools.py`), observations, turn
+limits and `submit`. The loop that drives an episode with a policy is `swejax.rollout`."""
 
 from swejax.env.scaffold._demo import patch_commands
 from swejax.env.scaffold._episode import (
@@ -10,7 +11,6 @@ from swejax.env.scaffold._episode import (
     Step,
     open_episode,
     quote_heredocs,
-    run_episode,
     truncate_middle,
 )
 from swejax.env.scaffold._prompts import render
@@ -29,6 +29,5 @@ __all__ = [
     "patch_commands",
     "quote_heredocs",
     "render",
-    "run_episode",
     "truncate_middle",
 ]

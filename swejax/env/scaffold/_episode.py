@@ -16,8 +16,9 @@ import json
 import re
 from collections.abc import Iterator
 
+from swejax.config import ScaffoldConfig
 from swejax.env._task_sandbox import task_sandbox
-from swejax.env.sandbox import SandboxError, SandboxLimits
+from swejax.env.sandbox import Sandbox, SandboxError, SandboxLimits
 from swejax.env.sandbox._tools import STATE_DIR
 from swejax.env.scaffold._prompts import render
 from swejax.env.scaffold._reply import Action, parse_reply
@@ -39,20 +40,6 @@ class EndReason(enum.Enum):
 
 class EpisodeEnded(RuntimeError):
     """A reply was given to an episode that has already ended."""
-
-
-@dataclasses.dataclass(frozen=True)
-class ScaffoldConfig:
-    max_turns: int = 40  # T_max: replies per episode (stage 1: 40, stage 2: 80)
-    max_observation_chars: int = 10_000  # longer outputs keep their head and tail
-    command_timeout: float = 120.0  # seconds per command
-    window: int = 100  # lines shown by open / goto / scroll
-    prompts: str = ""  # prompt set: "" (full), "compact", or a folder of template files
-
-    def __post_init__(self) -> None:
-        for name in ("max_turns", "max_observation_chars", "command_timeout", "window"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"ScaffoldConfig.{name} must be positive")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,9 +74,9 @@ def quote_heredocs(command: str) -> str:
 
 
 class Episode:
-    """The scaffold of SPEC.md over one sandbox (see the module docstring)."""
+    """The scaffold of docs/method.md over one sandbox (see the module docstring)."""
 
-    def __init__(self, task: Task, sandbox, config: ScaffoldConfig | None = None):
+    def __init__(self, task: Task, sandbox: Sandbox, config: ScaffoldConfig | None = None):
         self.task, self.sandbox = task, sandbox
         self.config = config or ScaffoldConfig()
         self.steps: list[Step] = []
@@ -217,15 +204,3 @@ def open_episode(
                     f"(exit {result.exit_code}): {result.output[-500:]}"
                 )
         yield Episode(task, sandbox, config)
-
-
-def run_episode(task: Task, policy, runtime: str = "bwrap", config: ScaffoldConfig | None = None):
-    """Drive an episode with `policy(episode, last_observation) -> reply` until it ends.
-
-    Returns the ended Episode (its sandbox closed); for tests, demonstrations and evaluation.
-    """
-    with open_episode(task, runtime, config) as episode:
-        observation = episode.first_message
-        while not episode.done:
-            observation = episode.step(policy(episode, observation)).observation
-    return episode

@@ -1,10 +1,7 @@
-"""The config schema, overrides, config files and the command line (no model is built here)."""
+"""The typed config: sections, overrides, config files, moved keys, and the shipped configs."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -12,13 +9,16 @@ import ml_collections
 import pytest
 
 from swejax.config import (
+    MOVED_KEYS,
+    Config,
     ConfigError,
     apply_overrides,
+    base_config,
     config_to_json,
     default_config,
     load_config,
+    to_dict,
 )
-from swejax.main import main
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_FILES = sorted(p for p in (REPO / "configs").glob("*.py") if not p.name.startswith("_"))
@@ -119,10 +119,12 @@ def test_bad_dtype_is_rejected():
         load_config(None, ["model.dtype=float16"])
 
 
-def test_loaded_config_is_locked_against_new_keys():
+def test_loaded_config_is_frozen():
     config = load_config(None, [])
     with pytest.raises(AttributeError):
         config.model.dtpye = "bfloat16"
+    with pytest.raises(AttributeError):
+        config.model.dtype = "bfloat16"
 
 
 def test_config_to_json_round_trips_values():
@@ -131,6 +133,8 @@ def test_config_to_json_round_trips_values():
     config = load_config(None, ["mesh.tensor=2"])
     decoded = json.loads(config_to_json(config))
     assert decoded["mesh"]["tensor"] == 2 and decoded["model"]["preset"] == "tiny"
+    assert decoded == to_dict(config) and "stop_tokens" not in decoded["engine"]
+    assert "slots" not in decoded["rollout"]  # the moved names are aliases, not keys
 
 
 # --- config files -----------------------------------------------------------------------------
@@ -252,7 +256,7 @@ def test_the_shipped_config_files_exist():
 def test_the_paper_configs_hold_every_spec_number():
     rft = load_config(str(REPO / "configs" / "qwen25_72b_rft.py"), [])
     assert (rft.rft.learning_rate, rft.rft.weight_decay, rft.rft.warmup_steps) == (5e-6, 0.1, 10)
-    assert (rft.rft.batch_size, rft.rft.epochs, rft.rollout.capacity) == (64, 1, 65_536)
+    assert (rft.rft.batch_size, rft.rft.epochs, rft.engine.capacity) == (64, 1, 65_536)
     assert (rft.rft.source, rft.rft.attempts, rft.rft.mask_format_errors) == ("policy", 10, True)
     one = load_config(str(REPO / "configs" / "qwen25_72b_stage1.py"), [])
     two = load_config(str(REPO / "configs" / "qwen25_72b_stage2.py"), [])
@@ -261,7 +265,7 @@ def test_the_paper_configs_hold_every_spec_number():
         (two, (131_072, 100, 256, 0.26, 80)),
     ]:
         d = stage.dapo
-        assert stage.rollout.capacity == context and stage.scaffold.max_turns == turns
+        assert stage.engine.capacity == context and stage.scaffold.max_turns == turns
         assert (d.tasks_per_iteration, d.batch_size, d.eps_low, d.eps_high) == (
             tasks,
             batch,
@@ -269,7 +273,8 @@ def test_the_paper_configs_hold_every_spec_number():
             eps_high,
         )
         assert (d.group_size, d.learning_rate, d.weight_decay, d.l_thr) == (10, 1e-6, 0.1, 10)
-        assert stage.rollout.temperature == 1.0 and stage.train.grad_clip == 1.0
+        assert stage.rollout.temperature == 1.0 and stage.optimizer.grad_clip == 1.0
+        assert (stage.optimizer.b1, stage.optimizer.b2, stage.optimizer.eps) == (0.9, 0.999, 1e-8)
         assert stage.model.preset == "qwen2.5-72b" and stage.eval.runs == 10
         # The meshes tools/plan_memory.py fits on 16 x 8 H200 (README, "Memory planning").
         assert stage.model.attention == "ring" and stage.mesh.tensor == 8
@@ -286,7 +291,7 @@ def test_every_config_file_loads_and_documents_its_command(path):
 
 def test_shipped_config_values():
     tiny = load_config(str(REPO / "configs" / "tiny.py"), [])
-    assert tiny.to_dict() == {**default_config().to_dict(), "name": "tiny"}
+    assert tiny == load_config(None, [])  # the embedded default, spelled out as a file
     small = load_config(str(REPO / "configs" / "qwen25_0p5b.py"), [])
     assert (small.model.preset, small.model.dtype) == ("qwen2.5-0.5b", "bfloat16")
     big = load_config(str(REPO / "configs" / "qwen25_7b_1gpu.py"), [])
@@ -296,214 +301,99 @@ def test_shipped_config_values():
         "bfloat16",
         "full",
     )
-    assert big.mesh.to_dict() == {"data": 1, "fsdp": -1, "tensor": 1, "context": 1}
+    assert big.mesh.shape() == {"data": 1, "fsdp": -1, "tensor": 1, "context": 1}
 
 
-# --- the command line -------------------------------------------------------------------------
+# --- sections ---------------------------------------------------------------------------------
 
 
-def _one_error_line(captured) -> str:
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1, captured.err
-    assert lines[0].startswith("swejax: error: ")
-    assert "Traceback" not in captured.err
-    return lines[0]
+def test_every_section_default_is_the_papers_where_it_gives_one():
+    paper = Config()
+    assert paper.model.preset == "qwen2.5-72b" and paper.tasks.runtime == "docker"
+    assert (paper.scaffold.max_turns, paper.scaffold.window) == (40, 100)
+    assert (paper.rft.learning_rate, paper.rft.weight_decay, paper.rft.warmup_steps) == (
+        5e-6,
+        0.1,
+        10,
+    )
+    assert (paper.rft.batch_size, paper.rft.epochs, paper.rft.attempts) == (64, 1, 10)
+    d = paper.dapo
+    assert (d.eps_low, d.eps_high, d.learning_rate, d.weight_decay) == (0.2, 0.3, 1e-6, 0.1)
+    assert (d.tasks_per_iteration, d.group_size, d.batch_size, d.l_thr) == (300, 10, 128, 10)
+    assert paper.rollout.temperature == 1.0 and paper.engine.capacity == 65_536
+    assert paper.optimizer.grad_clip == 1.0 and paper.eval.runs == 10
+    assert load_config(None, []).rft.learning_rate == 1e-2  # the demo's, not a default
 
 
-@pytest.mark.parametrize("flag", ["--help", "-h"])
-def test_help_lists_every_mode_and_the_config_flags(flag, capsys):
-    assert main([flag]) == 0
-    out = capsys.readouterr().out
-    for mode in ("train", "check", "convert", "eval", "validate-tasks"):
-        assert f"\n  {mode} " in out
-    assert "--config=FILE" in out and "--config.KEY=VALUE" in out
-
-
-def test_mode_help_lists_its_options(capsys):
-    assert main(["check", "--help"]) == 0
-    out = capsys.readouterr().out
-    assert "--batch-size" in out and "--seq-len" in out and "--config.KEY=VALUE" in out
-    assert main(["convert", "-h"]) == 0
-    out = capsys.readouterr().out
-    assert "--from-hf" in out and "--to-hf" in out
-
-
-def test_unknown_mode_suggests_the_closest(capsys):
-    assert main(["chek"]) == 2
-    line = _one_error_line(capsys.readouterr())
-    assert "unknown mode 'chek'" in line and "did you mean 'check'" in line
-
-
-def test_config_file_given_as_a_mode(capsys):
-    assert main(["configs/tiny.py"]) == 2
-    assert "--config=configs/tiny.py" in _one_error_line(capsys.readouterr())
-
-
-@pytest.mark.parametrize(
-    ("argv", "must_say"),
-    [
-        (["check", "--bogus"], "unrecognized argument '--bogus'"),
-        (["check", "--config.seed"], "--config.seed needs a value"),
-        (["check", "--seq-len=0"], "positive integer"),
-        (["--config.seed=1", "check"], "the mode goes first"),
-        (["check", "--config"], "--config"),
-    ],
-)
-def test_bad_arguments_are_one_line_errors(argv, must_say, capsys):
-    assert main(argv) == 2
-    assert must_say in _one_error_line(capsys.readouterr())
-
-
-@pytest.mark.parametrize(
-    ("argv", "must_say"),
-    [
-        (["check", "--config.mesh.fsdp=abc"], "'mesh.fsdp' expects an int, got 'abc'"),
-        (["check", "--config.modle.dtype=bfloat16"], "did you mean 'model'"),
-        (["--config=/nonexistent/config.py"], "/nonexistent/config.py does not exist"),
-    ],
-)
-def test_config_errors_from_the_command_line(argv, must_say, capsys):
-    assert main(argv) == 2
-    assert must_say in _one_error_line(capsys.readouterr())
-
-
-@pytest.mark.parametrize(
-    ("argv", "must_say"),
-    [
-        (["convert"], "convert needs a direction"),
-        (["convert", "--from-hf", "a", "--to-hf", "b"], "one direction, not both"),
-        (["convert", "--from-hf", "a"], "needs both --from-hf DIR and --to DIR"),
-        (["convert", "--to-hf", "b"], "needs both --from DIR and --to-hf DIR"),
-    ],
-)
-def test_convert_needs_exactly_one_direction(argv, must_say, capsys):
-    assert main(argv) == 2
-    assert must_say in _one_error_line(capsys.readouterr())
-
-
-def test_convert_refuses_to_write_over_a_directory_with_files(tmp_path, capsys):
-    (tmp_path / "out").mkdir()
-    (tmp_path / "out" / "keep.txt").write_text("x")
-    argv = ["convert", "--from-hf", str(tmp_path / "in"), "--to", str(tmp_path / "out")]
-    assert main(argv) == 2
-    assert "is not an empty directory" in _one_error_line(capsys.readouterr())
-
-
-def test_bad_mesh_from_the_command_line_is_one_line_naming_devices_and_shape():
-    env = {
-        **os.environ,
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
-        "JAX_PLATFORMS": "cpu",
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+def test_the_demo_is_base_config_plus_its_own_values():
+    demo, base = to_dict(load_config(None, [])), to_dict(Config())
+    changed = {
+        f"{section}.{key}"
+        for section, values in demo.items()
+        if isinstance(values, dict)
+        for key, value in values.items()
+        if base[section][key] != value
     }
-    result = subprocess.run(
-        [sys.executable, "-m", "swejax.main", "--config.mesh.data=3"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    assert {"model.preset", "engine.num_slots", "rft.learning_rate", "dapo.l_thr"} <= changed
+    assert "dapo.eps_high" not in changed and "optimizer.b2" not in changed
+
+
+@pytest.mark.parametrize(("old", "new"), sorted(MOVED_KEYS.items()))
+def test_moved_keys_still_work_on_the_command_line(old, new):
+    section, leaf = new.split(".")
+    value = 0.5 if new == "optimizer.grad_clip" else 3
+    config = load_config(None, [f"{old}={value}"])
+    assert getattr(getattr(config, section), leaf) == value
+    assert load_config(None, [f"{new}={value}"]) == config
+
+
+def test_moved_keys_still_work_in_config_files(tmp_path):
+    path = _write(
+        tmp_path,
+        """
+        from swejax.config import default_config
+
+        def get_config():
+            config = default_config()
+            config.rollout.slots = 5
+            config.rollout.capacity = config.rollout.capacity * 2
+            config.train.grad_clip = 0.25
+            return config
+        """,
     )
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("swejax: error:")]
-    assert len(errors) == 1, result.stderr
-    assert "8 devices" in errors[0] and "data=3" in errors[0]
-    assert result.stdout == ""
+    config = load_config(path, [])
+    assert (config.engine.num_slots, config.engine.capacity) == (5, 2048)
+    assert config.optimizer.grad_clip == 0.25
 
 
-# --- modes that build a model (the tiny preset, on conftest's 8 fake devices) -----------------
+def test_a_section_refuses_a_bad_value_naming_its_key():
+    with pytest.raises(ConfigError, match=r"^config key 'engine.num_slots' must be positive, got 0$"):
+        load_config(None, ["engine.num_slots=0"])
+    with pytest.raises(ConfigError, match="mesh axis sizes must be positive or -1"):
+        load_config(None, ["mesh.tensor=0"])
+    with pytest.raises(ConfigError, match="at most one mesh axis may be -1"):
+        load_config(None, ["mesh.tensor=-1"])
+    with pytest.raises(ConfigError, match="'tasks.runtime' must be one of bwrap, docker"):
+        load_config(None, ["tasks.runtime=podman"])
+    with pytest.raises(ConfigError, match="'model.attention' must be one of reference"):
+        load_config(None, ["model.attention=fast"])
+    with pytest.raises(ConfigError, match="'model.remat' must be one of none"):
+        load_config(None, ["model.remat=some"])
+    with pytest.raises(ConfigError, match="'dapo.pi_old' must be one of sampler, recompute"):
+        load_config(None, ["dapo.pi_old=never"])
 
 
-def _summary(out: str) -> dict[str, str]:
-    return dict(line.split(maxsplit=1) for line in out.strip().splitlines())
+def test_checks_across_sections():
+    with pytest.raises(ConfigError, match=r"dapo.l_thr=4 must be .* scaffold.max_turns=4"):
+        load_config(None, ["dapo.l_thr=4"])
+    with pytest.raises(ConfigError, match="rollout.temperature must be positive for DAPO"):
+        load_config(None, ["rollout.temperature=0"])
+    assert load_config(None, ["rollout.temperature=0", "dapo.iterations=0"]).dapo.iterations == 0
 
 
-@pytest.mark.slow
-def test_check_builds_the_model_and_runs_a_forward_pass(capsys):
-    from swejax import models
-
-    argv = ["check", "--config.mesh.tensor=2", "--batch-size=4", "--seq-len=16"]
-    assert main(argv) == 0
-    summary = _summary(capsys.readouterr().out)
-    assert summary["mesh"] == "data=1, fsdp=4, tensor=2, context=1"
-    assert summary["model"] == "preset tiny"
-    tiny = models.preset("tiny")
-    assert summary["params"] == f"{models.count_params(tiny):,}"
-    assert summary["logits"] == f"(4, 16, {tiny.vocab_size}) float32"
-
-
-@pytest.mark.slow
-def test_the_main_job_end_to_end_at_a_reduced_size(tmp_path, capsys):
-    """The default job (train) on conftest's 8 fake devices (fsdp=8), shrunk for CI."""
-    argv = [
-        f"--config.run_dir={tmp_path}",
-        "--config.tasks.train=swejax__a_median_even_length",
-        "--config.rft.epochs=2",
-        "--config.dapo.iterations=1",
-        "--config.dapo.group_size=2",
-        "--config.dapo.tasks_per_iteration=1",
-        "--config.eval.runs=1",
-        "--config.rollout.slots=2",
-        "--config.rollout.max_reply_tokens=32",
-        "--config.scaffold.max_turns=2",
-        "--config.dapo.l_thr=1",
-    ]
-    assert main(argv) == 0
-    out = capsys.readouterr().out
-    assert "eval initial" in out and "rft            trained on 1 of 1" in out
-    assert "iteration 0" in out and "eval it 1" in out
-    run = tmp_path / "tiny"
-    assert (run / "metrics.jsonl").exists() and (run / "trajectories" / "iter_00000.jsonl").exists()
-    assert (run / "plots" / "pass_at_k.png").exists()
-
-
-def test_check_with_an_unknown_preset_is_one_line(capsys):
-    assert main(["check", "--config.model.preset=qwen2.5-1b"]) == 2
-    assert "unknown model preset 'qwen2.5-1b'" in _one_error_line(capsys.readouterr())
-
-
-@pytest.mark.slow
-def test_convert_round_trip_keeps_the_weights(tmp_path, capsys):
-    from swejax import models
-
-    hf_in, ours, hf_out = (str(tmp_path / name) for name in ("hf_in", "swejax", "hf_out"))
-    from swejax.tokenizer import load_tokenizer
-
-    model = models.build_model(models.preset("tiny"), None, seed=1)
-    models.save_hf_checkpoint(model, hf_in, tokenizer=load_tokenizer())
-
-    assert main(["convert", "--from-hf", hf_in, "--to", ours]) == 0
-    assert f"wrote {ours}:" in capsys.readouterr().out
-    assert main(["convert", "--from", ours, "--to-hf", hf_out]) == 0
-    written = capsys.readouterr().out
-    assert f"wrote {hf_out}: 5 files" in written and "model.safetensors" in written
-    # The tokenizer travels with the weights both ways.
-    assert len(load_tokenizer(hf_out)) == len(load_tokenizer())
-
-    before = (tmp_path / "hf_in" / "model.safetensors").read_bytes()
-    assert (tmp_path / "hf_out" / "model.safetensors").read_bytes() == before
-
-
-def test_convert_from_a_directory_that_is_not_a_checkpoint(tmp_path, capsys):
-    argv = ["convert", "--from", str(tmp_path), "--to-hf", str(tmp_path / "out")]
-    assert main(argv) == 2
-    assert "cannot read swejax checkpoint" in _one_error_line(capsys.readouterr())
-
-
-@pytest.mark.slow
-def test_check_refuses_a_tokenizer_larger_than_the_vocabulary(tmp_path, capsys):
-    from swejax.models import build_model, preset, save_hf_checkpoint
-
-    save_hf_checkpoint(build_model(preset("tiny", vocab_size=160)), str(tmp_path))
-    code = main(
-        [
-            "check",
-            f"--config.model.checkpoint={tmp_path}",
-            "--config.mesh.fsdp=1",
-            "--config.mesh.data=-1",
-        ]
-    )
-    line = _one_error_line(capsys.readouterr())
-    assert code == 2
-    assert "2803 tokens" in line and "vocabulary is 160" in line
+def test_base_config_holds_every_key_of_every_section():
+    tree = base_config()
+    for section, values in to_dict(Config()).items():
+        if isinstance(values, dict):
+            assert set(values) <= set(tree[section])
+    assert default_config().name == "tiny"

@@ -1,5 +1,5 @@
-"""The iteration loop end to end on the tiny model: RFT, DAPO, evaluations, metrics, plots,
-checkpoints, and resuming after a crash without losing or repeating an iteration."""
+"""A run end to end on the tiny model: RFT, DAPO, evaluations, metrics, plots, checkpoints,
+resuming after a crash without losing or repeating an iteration, and curation between stages."""
 
 import json
 import os
@@ -10,11 +10,14 @@ import sys
 import numpy as np
 import pytest
 
-from swejax.config import load_config
+from swejax import run as runs
+from swejax.builder import BuildError, Built
+from swejax.config import ConfigError, load_config
 from swejax.env.sandbox import bwrap_available
-from swejax.loop import Loop, LoopError, restore_params, select_tasks
 from swejax.models import build_model, preset
-from swejax.tasks import builtin_tasks
+from swejax.run import _phases as phases
+from swejax.run import open_run, restore_params, train
+from swejax.tasks import TaskError, builtin_tasks, select_tasks
 from swejax.tokenizer import load_tokenizer
 
 if not bwrap_available():
@@ -45,10 +48,11 @@ def _config(tmp_path, iterations, **overrides):
     return load_config(None, [f"{k}={v}" for k, v in base.items()])
 
 
-def _loop(config):
-    model = build_model(preset("tiny", dtype="float32", param_dtype="float32"), seed=0)
-    train, held_out = select_tasks(builtin_tasks(), config.tasks.train, config.tasks.eval)
-    return Loop(config, None, model, load_tokenizer(), train, held_out)
+def _run(config, mesh=None, model=None):
+    """The run of `config` on one device (mesh None), as the train mode opens it."""
+    model = model or build_model(preset("tiny", dtype="float32", param_dtype="float32"), seed=0)
+    train_tasks, held_out = select_tasks(builtin_tasks(), config.tasks.train, config.tasks.eval)
+    return open_run(Built(config, mesh, model, load_tokenizer()), train_tasks, held_out)
 
 
 def _read(path):
@@ -61,36 +65,39 @@ def _rows(path, kind):
         return [r for r in map(json.loads, f) if r["kind"] == kind]
 
 
-def test_a_run_crashed_mid_iteration_resumes_without_loss_or_repeat(tmp_path, monkeypatch):
-    loop = _loop(_config(tmp_path, iterations=2))
-    real_iteration = Loop.iteration
+def _kinds(rows, kind):
+    return [r for r in rows if r.KIND == kind]
 
-    def crash_on_second(self, index, trainer):
+
+def test_a_run_crashed_mid_iteration_resumes_without_loss_or_repeat(tmp_path, monkeypatch):
+    ctx = _run(_config(tmp_path, iterations=2))
+    real_iteration = phases.dapo_iteration
+
+    def crash_on_second(ctx, index, trainer):
         if index == 1:
-            with open(self.run.trajectory_file("iter", 1), "w") as f:
+            with open(ctx.run.trajectory_file("iter", 1), "w") as f:
                 f.write("partial\n")
             raise KeyboardInterrupt("killed")
-        return real_iteration(self, index, trainer)
+        return real_iteration(ctx, index, trainer)
 
-    monkeypatch.setattr(Loop, "iteration", crash_on_second)
+    monkeypatch.setattr(phases, "dapo_iteration", crash_on_second)
     with pytest.raises(KeyboardInterrupt):
-        loop.train()
-    loop.run.checkpoints.wait_until_finished()
-    run = loop.run.path
+        train(ctx)
+    run = ctx.run.path
     assert [r["iteration"] for r in _rows(run, "dapo")] == [0]
     first = os.path.join(run, "trajectories", "iter_00000.jsonl")
     first_bytes = _read(first)
 
-    monkeypatch.setattr(Loop, "iteration", real_iteration)
-    resumed = _loop(_config(tmp_path, iterations=2))
-    metrics = resumed.train()
-    assert [r["iteration"] for r in metrics if r["kind"] == "dapo"] == [0, 1]
-    assert [r["stage"] for r in metrics if r["kind"] == "eval"] == ["initial", "rft", "dapo"]
-    assert len([r for r in metrics if r["kind"] == "rft"]) == 1  # RFT was not redone
+    monkeypatch.setattr(phases, "dapo_iteration", real_iteration)
+    resumed = _run(_config(tmp_path, iterations=2))
+    metrics = train(resumed)
+    assert [r.iteration for r in _kinds(metrics, "dapo")] == [0, 1]
+    assert [r.stage for r in _kinds(metrics, "eval")] == ["initial", "rft", "dapo"]
+    assert len(_kinds(metrics, "rft")) == 1  # RFT was not redone
     assert _read(first) == first_bytes  # iteration 0 was not redone
     second = _read(os.path.join(run, "trajectories", "iter_00001.jsonl"))
     assert "partial" not in second and len(second.splitlines()) == 2  # G = 2 trajectories
-    row = metrics[-2] if metrics[-1]["kind"] == "eval" else metrics[-1]
+    (row,) = [r for r in _rows(run, "dapo") if r["iteration"] == 1]
     for key in (
         "reward",
         "pass_rate",
@@ -109,24 +116,26 @@ def test_a_run_crashed_mid_iteration_resumes_without_loss_or_repeat(tmp_path, mo
     ):
         assert key in row, key
     assert row["logprob_gap_max"] < 1e-4  # sampler and trainer agree (float32)
+    (evaluation,) = [r for r in _rows(run, "eval") if r["stage"] == "dapo"]
+    assert {"pass@1", "pass@1_stderr", "pass@2", "runs"} <= set(evaluation)
+    assert runs.row_from_dict(evaluation) == _kinds(metrics, "eval")[-1]
     assert os.path.exists(os.path.join(run, "plots", "pass_at_k.png"))
     assert os.path.exists(os.path.join(run, "plots", "submits_and_turns.png"))
     # Everything done: running again does nothing new.
-    again = _loop(_config(tmp_path, iterations=2)).train()
+    again = train(_run(_config(tmp_path, iterations=2)))
     assert again == metrics
     # The last checkpoint holds the trained weights (what `eval --run` loads).
     fresh = build_model(preset("tiny", dtype="float32", param_dtype="float32"), seed=1)
     restore_params(os.path.join(run, "checkpoints"), fresh)
     import jax
-    import numpy as np
     from flax import nnx
 
-    jax.tree.map(np.testing.assert_array_equal, nnx.state(fresh), nnx.state(resumed.model))
+    jax.tree.map(np.testing.assert_array_equal, nnx.state(fresh), nnx.state(resumed.built.model))
 
 
 def test_a_length_penalty_threshold_past_the_turn_limit_is_refused_at_start(tmp_path):
-    with pytest.raises(LoopError, match=r"dapo.l_thr=3 must be .* scaffold.max_turns=2"):
-        _loop(_config(tmp_path, iterations=1, **{"dapo.l_thr": 3}))
+    with pytest.raises(ConfigError, match=r"dapo.l_thr=3 must be .* scaffold.max_turns=2"):
+        _config(tmp_path, iterations=1, **{"dapo.l_thr": 3})
 
 
 def test_rows_the_ring_cannot_split_are_refused_at_start(tmp_path):
@@ -134,18 +143,16 @@ def test_rows_the_ring_cannot_split_are_refused_at_start(tmp_path):
 
     config = _config(tmp_path, 1, **{"model.attention": "ring_reference", "train.row_length": 1030})
     model = build_model(preset("tiny", attention="ring_reference"), seed=0)
-    with pytest.raises(LoopError, match="multiple of 4"):
-        Loop(config, make_mesh(fsdp=4, context=2), model, load_tokenizer(), builtin_tasks(), [])
+    with pytest.raises(BuildError, match="multiple of 4"):
+        _run(config, make_mesh(fsdp=4, context=2), model)
 
 
 def test_bad_task_selection_and_rft_source_are_clear_errors(tmp_path):
-    with pytest.raises(LoopError, match="unknown tasks: nope"):
+    with pytest.raises(TaskError, match="unknown tasks: nope"):
         select_tasks(builtin_tasks(), "nope", "")
-    loop = _loop(
-        _config(tmp_path, iterations=0, **{"rft.source": "/missing.jsonl", "eval.runs": 0})
-    )
-    with pytest.raises(LoopError, match="no such trajectories file"):
-        loop.train()
+    ctx = _run(_config(tmp_path, iterations=0, **{"rft.source": "/missing.jsonl", "eval.runs": 0}))
+    with pytest.raises(runs.RunError, match="no such trajectories file"):
+        train(ctx)
 
 
 def test_eval_mode_scores_a_run_and_writes_predictions(tmp_path, capsys):
@@ -228,38 +235,36 @@ def test_kill_9_at_any_point_loses_no_finished_iteration_and_repeats_none(tmp_pa
 
 
 def test_pi_old_by_recomputation_trains_on_the_recomputed_logprobs(tmp_path, monkeypatch):
-    import swejax.loop as loop_module
-
     seen = {}
-    real_recompute, real_train_on = loop_module.recomputed_logprobs, loop_module.train_on
+    real_recompute, real_train_on = phases.recomputed_logprobs, phases.train_on
 
     def recompute(model, trajectories, mesh):
         seen["recomputed"] = real_recompute(model, trajectories, mesh)
         return seen["recomputed"]
 
-    def train_on(trainer, sequences, *args, **kwargs):
+    def train_on(ctx, trainer, sequences, *args, **kwargs):
         seen.setdefault("sequences", []).append(sequences)
-        return real_train_on(trainer, sequences, *args, **kwargs)
+        return real_train_on(ctx, trainer, sequences, *args, **kwargs)
 
-    real_rollout = Loop.rollout
+    real_rollout = phases.rollout
 
-    def rollout(self, *args, **kwargs):  # rewards that differ within the group: DAPO trains
-        trajectories, stats = real_rollout(self, *args, **kwargs)
+    def rollout(*args, **kwargs):  # rewards that differ within the group: DAPO trains
+        trajectories, stats = real_rollout(*args, **kwargs)
         trajectories[0].reward = 1.0 - trajectories[1].reward
         return trajectories, stats
 
-    monkeypatch.setattr(loop_module, "recomputed_logprobs", recompute)
-    monkeypatch.setattr(loop_module, "train_on", train_on)
-    monkeypatch.setattr(Loop, "rollout", rollout)
+    monkeypatch.setattr(phases, "recomputed_logprobs", recompute)
+    monkeypatch.setattr(phases, "train_on", train_on)
+    monkeypatch.setattr(phases, "rollout", rollout)
     config = _config(tmp_path, iterations=1, **{"dapo.pi_old": "recompute", "eval.runs": 0})
-    metrics = _loop(config).train()
-    (dapo,) = [r for r in metrics if r["kind"] == "dapo"]
-    assert dapo["optimizer_steps"] > 0, dapo
+    metrics = train(_run(config))
+    (dapo,) = _kinds(metrics, "dapo")
+    assert dapo.optimizer_steps > 0, dapo
     sequences = seen["sequences"][-1]  # the earlier calls: RFT epochs
     assert len(sequences) == len(seen["recomputed"]) > 0
     for sequence, recomputed in zip(sequences, seen["recomputed"], strict=True):
         np.testing.assert_array_equal(np.float32(sequence.old_logprobs), np.float32(recomputed))
-    assert 0 <= dapo["logprob_gap_max"] < 1e-4  # float32: sampler and trainer agree
+    assert 0 <= dapo.logprob_gap_max < 1e-4  # float32: sampler and trainer agree
 
 
 def _write_attempts(run, attempts):
@@ -273,7 +278,7 @@ def _write_attempts(run, attempts):
 
 
 def test_curation_between_stages_keeps_tasks_solved_sometimes(tmp_path):
-    from swejax.loop import curated_tasks
+    from swejax.run import curated_tasks
 
     tasks = builtin_tasks()[:5]
     ids = [t.instance_id for t in tasks]
@@ -289,9 +294,9 @@ def test_curation_between_stages_keeps_tasks_solved_sometimes(tmp_path):
     assert [t.instance_id for t in kept] == [ids[2], ids[3]]
     account = json.loads(record.read_text())
     assert account["never_solved"] == 1 and account["mostly_solved"] == 1
-    with pytest.raises(LoopError, match="leaves no training task"):
+    with pytest.raises(runs.RunError, match="leaves no training task"):
         curated_tasks(tasks[:2], str(tmp_path / "stage1"))
-    with pytest.raises(LoopError, match="no trajectories directory"):
+    with pytest.raises(runs.RunError, match="no trajectories directory"):
         curated_tasks(tasks, str(tmp_path / "nowhere"))
 
 
@@ -299,13 +304,15 @@ def test_a_new_stage_starts_from_the_last_runs_weights(tmp_path):
     import jax
     from flax import nnx
 
-    first = _loop(_config(tmp_path, iterations=0, **{"eval.runs": 0}))
-    first.train()
+    first = _run(_config(tmp_path, iterations=0, **{"eval.runs": 0}))
+    train(first)
     overrides = {"name": "second", "rft.source": "", "eval.runs": 0}
     overrides["train.init_from"] = first.run.path
-    second = _loop(_config(tmp_path, iterations=0, **overrides))
-    leaves = jax.tree.leaves(nnx.state(second.model))
-    trained = jax.tree.leaves(nnx.state(first.model))
+    second = _run(_config(tmp_path, iterations=0, **overrides))
+    leaves = jax.tree.leaves(nnx.state(second.built.model))
+    trained = jax.tree.leaves(nnx.state(first.built.model))
     assert not all(np.array_equal(a, b) for a, b in zip(leaves, trained, strict=True))
-    second.train()
-    jax.tree.map(np.testing.assert_array_equal, nnx.state(second.model), nnx.state(first.model))
+    train(second)
+    jax.tree.map(
+        np.testing.assert_array_equal, nnx.state(second.built.model), nnx.state(first.built.model)
+    )

@@ -1,0 +1,252 @@
+"""From a config to what a run is made of: the one place where the sections meet the code.
+
+    built = build(config)                      # mesh, model, tokenizer
+    engine = build_engine(built, temperature=1.0, seed=0)
+    runner = build_runner(built, engine)       # rollouts over the engine's slots
+    trainer = build_trainer(built, "dapo")     # the DAPO optimizer step on the same weights
+    spec = plan_spec(config, devices=128)      # what tools/plan_memory.py compiles
+
+Every mode (train, eval, check, convert, validate-tasks) and the memory planner build through
+these functions, so a config means the same thing everywhere. A bad input (a checkpoint that is
+not there, a mesh that does not divide the devices, a missing sandbox runtime) is a
+`BuildError`, one line for the user.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from swejax.config import Config
+from swejax.errors import UserError
+
+_Result = TypeVar("_Result")
+
+
+class BuildError(UserError):
+    """A config that cannot be built as given (the message names what and why)."""
+
+
+def from_user_input(failure: str, function: Callable[..., _Result], *args, **kwargs) -> _Result:
+    """`function(*args, **kwargs)`, where a bad input (ValueError, missing file) is a user error
+    whose message starts with `failure`."""
+    try:
+        return function(*args, **kwargs)
+    except UserError:
+        raise
+    except (ValueError, FileNotFoundError) as error:
+        raise BuildError(f"{failure}: {error}") from error
+
+
+# --- mesh, model, tokenizer ----------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Built:
+    """What every mode builds first."""
+
+    config: Config
+    mesh: Any  # jax.sharding.Mesh
+    model: Any  # swejax.models.Qwen2, its weights on the mesh
+    tokenizer: Any
+
+    @property
+    def model_config(self):
+        return self.model.cfg
+
+
+def make_mesh(config: Config, devices=None):
+    from swejax import sharding
+
+    try:
+        return sharding.make_mesh(**config.mesh.shape(), devices=devices)
+    except sharding.MeshError as error:
+        raise BuildError(f"config.mesh: {error}") from error
+
+
+def model_config(config: Config):
+    """The model's `ModelConfig`: the checkpoint's config.json, else the preset, with the run's
+    dtypes, remat policy and attention; checked against this backend."""
+    from swejax.models import model_config_from
+
+    return from_user_input("cannot resolve config.model", model_config_from, config.model)
+
+
+def build_model(config: Config, mesh):
+    """The model on `mesh`: the checkpoint's weights, else random ones from `config.seed`."""
+    from swejax import models
+
+    cfg = model_config(config)
+    if not config.model.checkpoint:
+        return models.build_model(cfg, mesh, seed=config.seed)
+    return from_user_input(
+        f"cannot load checkpoint {config.model.checkpoint}",
+        models.load_hf_checkpoint,
+        config.model.checkpoint,
+        dtype=cfg.dtype,
+        mesh=mesh,
+        param_dtype=cfg.param_dtype,
+        remat=cfg.remat,
+        attention=cfg.attention,
+    )
+
+
+def tokenizer_dir(config: Config) -> str | None:
+    """`config.tokenizer`, else the checkpoint's directory if it holds tokenizer files, else
+    None (the built-in tokenizer)."""
+    if config.tokenizer:
+        return config.tokenizer
+    checkpoint = config.model.checkpoint
+    if checkpoint and os.path.isfile(os.path.join(checkpoint, "tokenizer.json")):
+        return checkpoint
+    return None
+
+
+def load_tokenizer(config: Config, vocab_size: int):
+    """The run's tokenizer, checked to fit the model's vocabulary."""
+    from swejax import tokenizer as tok
+
+    tokenizer = from_user_input(
+        "cannot load the tokenizer", tok.load_tokenizer, tokenizer_dir(config)
+    )
+    if len(tokenizer) > vocab_size:
+        raise BuildError(
+            f"the tokenizer has {len(tokenizer)} tokens but the model's vocabulary is {vocab_size}"
+        )
+    return tokenizer
+
+
+def build(config: Config) -> Built:
+    mesh = make_mesh(config)
+    model = build_model(config, mesh)
+    return Built(config, mesh, model, load_tokenizer(config, model.cfg.vocab_size))
+
+
+# --- tasks and sandboxes -------------------------------------------------------------------
+
+
+def require_runtime(runtime: str) -> None:
+    """Fail at start, in one line, when the sandbox runtime cannot run on this machine."""
+    from swejax.env.sandbox import bwrap_available
+
+    if runtime == "bwrap" and not bwrap_available():
+        raise BuildError(
+            "the bwrap sandbox runtime needs bubblewrap, which is not installed: run "
+            "`apt-get install bubblewrap` as root (or `bash tools/setup.sh --main`)"
+        )
+
+
+def load_tasks(config: Config, source: str | None = None) -> list:
+    from swejax import tasks
+
+    return from_user_input("cannot load tasks", tasks.load_source, source or config.tasks.source)
+
+
+def episode_env(config: Config, runtime: str | None = None):
+    """How the run's episodes run and are scored: its sandbox runtime, scaffold and reward."""
+    from swejax.rollout import EpisodeEnv
+
+    return EpisodeEnv(runtime or config.tasks.runtime, config.scaffold, config.dapo.l_thr)
+
+
+# --- sampling ------------------------------------------------------------------------------
+
+
+def build_engine(built: Built, temperature: float, top_k: int = 0, top_p: float = 1.0, seed=0):
+    """An engine over the model's own weights, compiled for every page bucket."""
+    from swejax.sampling import Engine, SamplingParams
+    from swejax.tokenizer import im_end_id
+
+    sampling = from_user_input(
+        "bad decoding options", SamplingParams, temperature=temperature, top_k=top_k, top_p=top_p
+    )
+    engine_config = dataclasses.replace(
+        built.config.engine, stop_tokens=(im_end_id(built.tokenizer),)
+    )
+    engine = from_user_input(
+        "config.engine", Engine, built.model, engine_config, sampling, mesh=built.mesh, seed=seed
+    )
+    engine.warm_up()
+    return engine
+
+
+def build_runner(built: Built, engine, runtime: str | None = None):
+    from swejax.rollout import RolloutRunner
+
+    env = episode_env(built.config, runtime)
+    return RolloutRunner(engine, built.tokenizer, built.config.rollout, env)
+
+
+# --- training ------------------------------------------------------------------------------
+
+
+def build_trainer(built: Built, phase: str, num_sequences: int = 0):
+    """The Trainer of a phase over the model's weights: "rft" (cross-entropy on the resolved
+    trajectories' actions, warm-up then cosine over `num_sequences` x epochs) or "dapo" (the
+    clipped surrogate, a constant learning rate)."""
+    from swejax.train import Objective, Trainer, make_optimizer, warmup_cosine
+
+    config = built.config
+    if phase == "rft":
+        rft = config.rft
+        steps_per_epoch = math.ceil(max(1, num_sequences) / rft.batch_size)
+        total = max(rft.warmup_steps + 1, rft.epochs * steps_per_epoch)
+        schedule = warmup_cosine(rft.learning_rate, min(rft.warmup_steps, total - 1), total)
+        tx = make_optimizer(config.optimizer, schedule, rft.weight_decay)
+        objective = Objective("sft")
+    elif phase == "dapo":
+        dapo = config.dapo
+        tx = make_optimizer(config.optimizer, dapo.learning_rate, dapo.weight_decay)
+        objective = Objective("dapo", dapo.eps_low, dapo.eps_high)
+    else:
+        raise ValueError(f"unknown phase {phase!r}; rft or dapo")
+    return Trainer(built.model, tx, objective, config.train.micro_batches, mesh=built.mesh)
+
+
+def check_row_length(config: Config, mesh) -> None:
+    """Rows the ring's zigzag layout cannot split are refused before any work."""
+    context = 1 if mesh is None else mesh.shape["context"]
+    if config.model.attention.startswith("ring") and config.row_length % (2 * context):
+        raise BuildError(
+            f"train rows of {config.row_length} tokens cannot take ring attention over "
+            f"context={context}: the zigzag layout needs a multiple of {2 * context} "
+            "(set train.row_length or engine.capacity)"
+        )
+
+
+def batch_rows(config: Config, phase: str, batch_shards: int) -> int:
+    """Packed rows of one optimizer step at most: one trajectory per row, rounded up to a
+    power of two times micro-batches x batch shards, as the loop packs them."""
+    from swejax.run import row_count_for
+
+    trajectories = config.rft.batch_size if phase == "rft" else config.dapo.batch_size
+    return row_count_for(trajectories, config.train.micro_batches * batch_shards)
+
+
+def plan_spec(config: Config, devices: int, phase: str | None = None):
+    """The memory plan of the run `config` trains: its model, its mesh over `devices`, its
+    rows, its micro-batches and its engine (`swejax.memory_plan`). `phase` defaults to DAPO,
+    or RFT for a run without DAPO iterations."""
+    from swejax.memory_plan import PlanSpec
+    from swejax.sharding import MeshError, resolve_mesh_shape
+
+    phase = phase or ("dapo" if config.dapo.iterations else "rft")
+    try:
+        mesh = resolve_mesh_shape(config.mesh.shape(), devices)
+    except MeshError as error:
+        raise BuildError(f"config.mesh: {error}") from error
+    shards = mesh["data"] * mesh["fsdp"]
+    rows = batch_rows(config, phase, shards)
+    micro = config.train.micro_batches
+    return PlanSpec(
+        model=model_config(config),
+        mesh=mesh,
+        seq=config.row_length,
+        micro_batch_rows=rows // (micro * shards),
+        micro_batches=micro,
+        engine=config.engine,
+        objective="sft" if phase == "rft" else "dapo",
+    )

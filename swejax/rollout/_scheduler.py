@@ -1,0 +1,271 @@
+"""Many episodes at once over one engine's slots, sandboxes stepped while other slots decode.
+
+Each episode is the straight-line loop of `swejax.rollout._episode`, run in a thread of its own
+with a policy bound to one engine slot. The policy's calls (`start`, `observe`, `reply`) are
+requests to the main thread, which owns the engine: it feeds prompts and observations into
+their slots (prefill, extend: the prefix is never recomputed), starts each requested reply,
+and decodes every slot that is sampling in one call. A slot whose reply ends answers its
+episode, which runs the command in its sandbox while the other slots keep decoding. A finished
+episode is written to disk at once, and its slot takes the next job.
+
+The time the main thread waits with no slot sampling is the accelerator's idle time, reported
+in `RolloutStats`. With `overlap=False` the main thread instead waits for every episode to be
+back before each decode call (strict alternation): the baseline tools/bench_rollout.py measures
+the overlap against.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as futures
+import dataclasses
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from swejax.config import RolloutConfig
+from swejax.rollout._episode import EpisodeEnv, run_episode
+from swejax.rollout._policy import Reply
+from swejax.rollout._trajectory import Trajectory, write_trajectory
+from swejax.sampling import ContextFull, Engine, StopReason
+from swejax.tasks import Task
+from swejax.tokenizer import im_end_id
+
+
+@dataclasses.dataclass
+class RolloutStats:
+    wall_s: float = 0.0
+    decode_s: float = 0.0  # inside engine calls (decode, prefill, extend)
+    idle_s: float = 0.0  # no slot sampling: the main thread waits on sandboxes
+    trajectories: int = 0
+    sampled_tokens: int = 0
+    model_tokens: int = 0  # tokens run through the model: equals the trajectories' lengths
+
+    @property
+    def idle_fraction(self) -> float:
+        return self.idle_s / self.wall_s if self.wall_s else 0.0
+
+
+_POLL_S = 0.5  # how often a waiting episode checks whether the rollout stopped
+
+
+class _Aborted(Exception):
+    """The rollout stopped (an error elsewhere, or an interrupt): unwind this episode."""
+
+
+@dataclasses.dataclass
+class _Request:
+    kind: str  # "start", "observe", "reply", or "done" / "failed" when the episode ends
+    slot: int
+    payload: object = None  # ids for start / observe; the trajectory or exception at the end
+    answer: futures.Future = dataclasses.field(default_factory=futures.Future)
+
+
+class _SlotPolicy:
+    """An episode's policy over one engine slot: each call waits for the main thread."""
+
+    def __init__(self, slot: int, requests: queue.Queue, stopped: threading.Event):
+        self.slot, self._requests, self._stopped = slot, requests, stopped
+
+    def _ask(self, kind: str, payload=None):
+        request = _Request(kind, self.slot, payload)
+        self._requests.put(request)
+        while True:  # a request made after the rollout stopped is never answered
+            try:
+                return request.answer.result(timeout=_POLL_S)
+            except futures.TimeoutError:
+                if self._stopped.is_set():
+                    raise _Aborted() from None
+
+    def start(self, prompt: Sequence[int]) -> bool:
+        return self._ask("start", list(prompt))
+
+    def observe(self, ids: Sequence[int]) -> bool:
+        return self._ask("observe", list(ids))
+
+    def reply(self) -> Reply:
+        return self._ask("reply")
+
+
+@dataclasses.dataclass
+class _Sampling:
+    """A reply being decoded in a slot."""
+
+    request: _Request
+    ids: list[int] = dataclasses.field(default_factory=list)
+    logprobs: list[float] = dataclasses.field(default_factory=list)
+
+
+class RolloutRunner:
+    """Runs (task, group) jobs over `engine`'s slots; see the module docstring."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        tokenizer,
+        rollout: RolloutConfig,
+        env: EpisodeEnv,
+        overlap: bool = True,
+    ):
+        if im_end_id(tokenizer) not in engine.config.stop_tokens:
+            raise ValueError("the engine must stop on <|im_end|> (EngineConfig.stop_tokens)")
+        self.engine, self.tokenizer, self.rollout = engine, tokenizer, rollout
+        gate = threading.Semaphore(rollout.workers)
+        self.env = dataclasses.replace(env, sandbox_gate=gate)
+        self.overlap = overlap
+        self.im_end = im_end_id(tokenizer)
+
+    def run(
+        self,
+        jobs: Sequence[tuple[Task, int]],
+        output_path: str | None = None,
+        on_trajectory: Callable[[Trajectory], None] | None = None,
+    ) -> tuple[list[Trajectory], RolloutStats]:
+        """Roll out every job; each finished trajectory is appended to `output_path` at once."""
+        self._stats, started = RolloutStats(), time.perf_counter()
+        self._requests: queue.Queue[_Request] = queue.Queue()
+        self._sampling: dict[int, _Sampling] = {}
+        self._waiting = 0  # episodes whose request is not answered yet
+        stopped = threading.Event()
+        waiting_jobs, free = list(jobs)[::-1], list(range(self.engine.config.num_slots))[::-1]
+        live, finished = 0, []
+        pool = futures.ThreadPoolExecutor(self.engine.config.num_slots, "episode")
+        try:
+            while waiting_jobs or live:
+                while waiting_jobs and free:
+                    task, group = waiting_jobs.pop()
+                    policy = _SlotPolicy(free.pop(), self._requests, stopped)
+                    pool.submit(self._episode, task, group, policy)
+                    live += 1
+                for request in self._gather(live):
+                    if request.kind == "failed":
+                        raise request.payload
+                    if request.kind == "done":
+                        finished.append(request.payload)
+                        if output_path:
+                            write_trajectory(output_path, request.payload)
+                        if on_trajectory:
+                            on_trajectory(request.payload)
+                        self.engine.free(request.slot)
+                        free.append(request.slot)
+                        live -= 1
+                    else:
+                        self._serve(request)
+                if self._sampling:
+                    self._decode()
+        finally:
+            stopped.set()
+            self._abort_waiting()
+            pool.shutdown(wait=True)
+        self._stats.wall_s = time.perf_counter() - started
+        self._stats.trajectories = len(finished)
+        return finished, self._stats
+
+    # --- the episodes' side ------------------------------------------------------------------
+
+    def _episode(self, task: Task, group: int, policy: _SlotPolicy) -> None:
+        try:
+            result = run_episode(task, policy, self.env, self.tokenizer, group)
+        except _Aborted:
+            return
+        except BaseException as error:  # a bug: the main thread re-raises it
+            self._requests.put(_Request("failed", policy.slot, error))
+            return
+        self._requests.put(_Request("done", policy.slot, result.trajectory))
+
+    # --- the engine's side -------------------------------------------------------------------
+
+    def _gather(self, live: int) -> list[_Request]:
+        """The requests that have arrived; waits for one when no slot samples (or, without
+        overlap, until every live episode has asked)."""
+        arrived = []
+
+        def wait_for_one() -> None:
+            waited = time.perf_counter()
+            arrived.append(self._requests.get())
+            self._stats.idle_s += time.perf_counter() - waited
+            self._count(arrived[-1])
+
+        if not self._sampling:
+            wait_for_one()
+        while not self.overlap and self._waiting < live and not _ended(arrived):
+            wait_for_one()
+        while True:
+            try:
+                arrived.append(self._requests.get_nowait())
+            except queue.Empty:
+                return arrived
+            self._count(arrived[-1])
+
+    def _count(self, request: _Request) -> None:
+        if request.kind in ("start", "observe", "reply"):
+            self._waiting += 1
+
+    def _answer(self, request: _Request, value) -> None:
+        self._waiting -= 1
+        request.answer.set_result(value)
+
+    def _engine_call(self, fn, *args):
+        begun = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            self._stats.decode_s += time.perf_counter() - begun
+
+    def _serve(self, request: _Request) -> None:
+        slot = request.slot
+        if request.kind == "reply":
+            room = self.engine.config.capacity - self.engine.length(slot)
+            if room <= 0:
+                self._answer(request, Reply([], [], "", context_full=True))
+                return
+            budget = min(self.rollout.max_reply_tokens, room)
+            self._engine_call(self.engine.start_turn, slot, budget)
+            self._sampling[slot] = _Sampling(request)
+            return
+        ids = request.payload
+        try:
+            fill = self.engine.prefill if request.kind == "start" else self.engine.extend
+            self._engine_call(fill, slot, ids)
+        except ContextFull:
+            self._answer(request, False)
+            return
+        # The prompt's last token is fed by the first decode step.
+        self._stats.model_tokens += len(ids) - (request.kind == "start")
+        self._answer(request, True)
+
+    def _decode(self) -> None:
+        result = self._engine_call(self.engine.decode)
+        for slot, reply in list(self._sampling.items()):
+            tokens = result.tokens[slot]
+            reply.ids += tokens.tolist()
+            reply.logprobs += result.logprobs[slot].tolist()
+            self._stats.sampled_tokens += len(tokens)
+            self._stats.model_tokens += len(tokens)
+            if not result.stopped[slot]:
+                continue
+            del self._sampling[slot]
+            reason = StopReason(int(result.reasons[slot]))
+            full = reason in (StopReason.CONTEXT_FULL, StopReason.OUT_OF_PAGES)
+            text_ids = reply.ids[:-1] if reply.ids and reply.ids[-1] == self.im_end else reply.ids
+            text = self.tokenizer.decode(text_ids)
+            self._answer(reply.request, Reply(reply.ids, reply.logprobs, text, full))
+
+    def _abort_waiting(self) -> None:
+        """Unblock every episode still waiting on the engine, so its thread unwinds (and closes
+        its sandbox) when the rollout stops early."""
+        for reply in self._sampling.values():
+            reply.request.answer.set_exception(_Aborted())
+        self._sampling.clear()
+        while True:
+            try:
+                request = self._requests.get_nowait()
+            except queue.Empty:
+                return
+            if not request.answer.done():
+                request.answer.set_exception(_Aborted())
+
+
+def _ended(requests: list[_Request]) -> bool:
+    """Whether an episode ended among `requests` (the live count is then stale)."""
+    return any(r.kind in ("done", "failed") for r in requests)

@@ -1,0 +1,59 @@
+"""A run's directory: where everything a run writes lives, and its metrics rows.
+
+runs/<name>/
+    config.json            the resolved config of the run
+    metrics.jsonl          one row per finished RFT phase, DAPO iteration and evaluation
+    trajectories/          iter_NNNNN.jsonl, eval_NNNNN.jsonl, rft_00000.jsonl
+    checkpoints/           orbax: parameters, optimizer state, and where the run stands
+    plots/                 Pass@1, Pass@k, submits and mean turns per iteration
+    pool.json              the curated task pool, when tasks.curate_from is set
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from swejax.config import Config, config_to_json
+from swejax.run._rows import Progress, Row, row_from_dict, row_to_dict
+
+
+class RunDirectory:
+    def __init__(self, config: Config):
+        self.path = os.path.abspath(os.path.join(config.run_dir, config.name))
+        self.trajectories = os.path.join(self.path, "trajectories")
+        self.plots = os.path.join(self.path, "plots")
+        self.checkpoints = os.path.join(self.path, "checkpoints")
+        self.metrics = os.path.join(self.path, "metrics.jsonl")
+        self.pool = os.path.join(self.path, "pool.json")
+        for directory in (self.path, self.trajectories, self.plots):
+            os.makedirs(directory, exist_ok=True)
+        with open(os.path.join(self.path, "config.json"), "w") as f:
+            f.write(config_to_json(config))
+
+    def trajectory_file(self, kind: str, index: int) -> str:
+        """A fresh file for a phase's trajectories (a partial one from a killed run goes)."""
+        path = os.path.join(self.trajectories, f"{kind}_{index:05d}.jsonl")
+        if os.path.exists(path):
+            os.remove(path)
+        return path
+
+    def append(self, row: Row) -> None:
+        """Add a row, durably: on disk before this returns."""
+        with open(self.metrics, "a") as f:
+            f.write(json.dumps(row_to_dict(row)) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def rows(self) -> list[Row]:
+        """Every complete row (a line cut short by a kill is skipped)."""
+        if not os.path.exists(self.metrics):
+            return []
+        with open(self.metrics) as f:
+            return [row_from_dict(json.loads(line)) for line in f if line.endswith("\n")]
+
+    def keep_rows(self, progress: Progress) -> None:
+        """Drop the rows of work the last checkpoint does not include (a killed run's)."""
+        rows = [row for row in self.rows() if progress.counts(row)]
+        with open(self.metrics, "w") as f:
+            f.writelines(json.dumps(row_to_dict(row)) + "\n" for row in rows)
