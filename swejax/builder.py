@@ -67,12 +67,15 @@ def make_mesh(config: Config, devices=None):
         raise BuildError(f"config.mesh: {error}") from error
 
 
-def model_config(config: Config):
+def model_config(config: Config, check_backend: bool = True):
     """The model's `ModelConfig`: the checkpoint's config.json, else the preset, with the run's
-    dtypes, remat policy and attention; checked against this backend."""
+    dtypes, remat policy and attention; checked against this backend unless `check_backend`
+    is False (planning for hardware this machine lacks)."""
     from swejax.models import model_config_from
 
-    return from_user_input("cannot resolve config.model", model_config_from, config.model)
+    return from_user_input(
+        "cannot resolve config.model", model_config_from, config.model, check_backend
+    )
 
 
 def build_model(config: Config, mesh):
@@ -242,7 +245,7 @@ def plan_spec(config: Config, devices: int, phase: str | None = None):
     rows = batch_rows(config, phase, shards)
     micro = config.train.micro_batches
     return PlanSpec(
-        model=model_config(config),
+        model=model_config(config, check_backend=False),
         mesh=mesh,
         seq=config.row_length,
         micro_batch_rows=rows // (micro * shards),

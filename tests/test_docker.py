@@ -15,9 +15,11 @@ from swejax.env import SandboxError, SandboxLimits, open_sandbox
 from swejax.env.grading import grade
 from swejax.env.sandbox import reap
 from swejax.env.sandbox._docker import LABEL, OWNER_LABEL
-from swejax.env.scaffold import EndReason, patch_commands, run_episode
+from swejax.env.scaffold import EndReason, ScaffoldConfig, patch_commands
 from swejax.rl import episode_reward
+from swejax.rollout import EpisodeEnv, ScriptedPolicy, run_episode
 from swejax.tasks import builtin_tasks
+from swejax.tokenizer import load_tokenizer
 
 pytestmark = pytest.mark.docker
 TASKS = {t.instance_id: t for t in builtin_tasks()}
@@ -155,12 +157,14 @@ def test_errors_name_the_missing_image_and_a_closed_sandbox():
 @pytest.mark.parametrize("task", [ROMAN, SEMVER], ids=lambda t: t.instance_id)
 def test_scripted_episodes_graded_in_the_image(task):
     gold = [f"Fix.\n```command\n{c}\n```" for c in patch_commands(task.patch)]
-    replies = iter([*gold, "Done.\n```command\nsubmit\n```"])
-    episode = run_episode(task, lambda e, o: next(replies), runtime="docker")
-    assert episode.end_reason is EndReason.SUBMITTED
-    result = grade(task, episode.submission, runtime="docker")
-    assert not result.infrastructure_error
-    assert episode_reward(result.resolved, episode.turns) == 1.0
+    replies = [*gold, "Done.\n```command\nsubmit\n```"]
+    env = EpisodeEnv("docker", ScaffoldConfig(), l_thr=10)
+    tokenizer = load_tokenizer()
+    result = run_episode(task, ScriptedPolicy(replies, tokenizer), env, tokenizer)
+    episode, trajectory = result.episode, result.trajectory
+    assert episode.end_reason is EndReason.SUBMITTED and not trajectory.infrastructure_error
+    assert trajectory.resolved and trajectory.reward == 1.0
+    assert episode_reward(True, episode.turns) == trajectory.reward
     assert not grade(task, "", runtime="docker").resolved
 
 

@@ -6,11 +6,19 @@ import os
 import numpy as np
 import pytest
 
+from swejax.config import RolloutConfig, ScaffoldConfig
 from swejax.env.sandbox import bwrap_available
-from swejax.env.scaffold import ScaffoldConfig
 from swejax.models import build_model, preset
 from swejax.rl import length_penalty
-from swejax.rollout import RolloutConfig, RolloutRunner, read_trajectories
+from swejax.rollout import (
+    EpisodeEnv,
+    RolloutRunner,
+    ScriptedPolicy,
+    demonstrate,
+    demonstration_replies,
+    read_trajectories,
+    run_episode,
+)
 from swejax.sampling import Engine, EngineConfig, SamplingParams
 from swejax.tasks import builtin_tasks
 from swejax.tokenizer import im_end_id, load_tokenizer, render_conversation
@@ -44,13 +52,10 @@ def _runner(model, slots=3, max_turns=3, max_reply=24, capacity=4096):
         SamplingParams(temperature=1.0),
         seed=0,
     )
-    config = RolloutConfig(
-        max_reply_tokens=max_reply,
-        workers=4,
-        l_thr=min(10, max_turns - 1),
-        scaffold=ScaffoldConfig(max_turns=max_turns),
+    env = EpisodeEnv("bwrap", ScaffoldConfig(max_turns=max_turns), l_thr=min(10, max_turns - 1))
+    return RolloutRunner(
+        engine, TOKENIZER, RolloutConfig(max_reply_tokens=max_reply, workers=4), env
     )
-    return RolloutRunner(engine, TOKENIZER, config)
 
 
 def test_rollout_trajectories_are_token_exact(model, tmp_path):
@@ -111,21 +116,17 @@ def test_a_sandbox_that_cannot_start_is_an_infrastructure_error(model):
 
 def test_demonstrations_are_laid_out_as_chat_and_resolve():
     from swejax.rl import rft_sequences
-    from swejax.rollout import demonstrate
 
     task = TASKS["swejax__b_confmerge_shared"]  # two files: two edits, then submit
-    config = RolloutConfig(scaffold=ScaffoldConfig(max_turns=40))
-    t = demonstrate(task, TOKENIZER, config)
+    env = EpisodeEnv("bwrap", ScaffoldConfig(max_turns=40), l_thr=10)
+    t = demonstrate(task, TOKENIZER, env)
     assert t.resolved and t.reward == 1.0 and t.end_reason == "submitted" and t.num_turns == 3
     # Token for token the ChatML conversation of the episode (less the last turn's "\n"), with
     # the loss on exactly the assistant content and its <|im_end|>.
     text = TOKENIZER.decode(t.tokens)
     assert text.count("<|im_start|>assistant\n") == 3 and text.endswith("submit\n```<|im_end|>")
-    from swejax.env.scaffold import run_episode
-    from swejax.rollout import demonstration_replies
-
-    replies = iter(demonstration_replies(task))
-    episode = run_episode(task, lambda e, o: next(replies))
+    policy = ScriptedPolicy(demonstration_replies(task), TOKENIZER)
+    episode = run_episode(task, policy, env, TOKENIZER).episode
     messages = [
         {"role": "system", "content": episode.system_prompt},
         {"role": "user", "content": episode.first_message},

@@ -16,11 +16,11 @@ from swejax.env.scaffold import (
     patch_commands,
     quote_heredocs,
     render,
-    run_episode,
     truncate_middle,
 )
-from swejax.rl import episode_reward
+from swejax.rollout import EpisodeEnv, ScriptedPolicy, run_episode
 from swejax.tasks import builtin_tasks
+from swejax.tokenizer import load_tokenizer
 
 if not bwrap_available():
     if os.environ.get("CI"):
@@ -29,50 +29,51 @@ if not bwrap_available():
 
 TASKS = builtin_tasks()
 BY_ID = {task.instance_id: task for task in TASKS}
+TOKENIZER = load_tokenizer()
 
 
 def reply(command: str, thought: str = "Next step.") -> str:
     return f"{thought}\n```command\n{command}\n```"
 
 
-def scripted(replies):
-    """A policy that sends `replies` in order, whatever it observes."""
-    queue = iter(replies)
-    return lambda episode, observation: next(queue)
-
-
-def reward_of(episode, task):
-    result = grade(task, episode.submission)
-    assert not result.infrastructure_error, result.infrastructure_error
-    return episode_reward(result.resolved, episode.turns)
+def play(task, replies, config=None):
+    """The episode loop driven by a policy that sends `replies` in order, whatever it observes,
+    graded and scored as a rollout is (L_thr = 10 or below the turn limit): (trajectory, ended
+    episode)."""
+    config = config or ScaffoldConfig()
+    env = EpisodeEnv("bwrap", config, l_thr=min(10, config.max_turns - 1))
+    result = run_episode(task, ScriptedPolicy(replies, TOKENIZER), env, TOKENIZER)
+    assert not result.trajectory.infrastructure_error, result.trajectory.infrastructure_error
+    assert result.trajectory.num_turns == result.episode.turns
+    return result.trajectory, result.episode
 
 
 @pytest.mark.parametrize("task", TASKS, ids=lambda t: t.instance_id)
 def test_gold_patch_through_edit_commands_earns_one(task):
     commands = patch_commands(task.patch)
     assert any(c.startswith(("edit ", "create ")) for c in commands)
-    episode = run_episode(task, scripted([reply(c) for c in commands] + [reply("submit")]))
+    trajectory, episode = play(task, [reply(c) for c in commands] + [reply("submit")])
     assert episode.end_reason is EndReason.SUBMITTED
     assert all(step.exit_code == 0 for step in episode.steps[:-1]), [
         s.observation for s in episode.steps
     ]
-    assert reward_of(episode, task) == 1.0
+    assert trajectory.resolved and trajectory.reward == 1.0
 
 
 def test_submitting_nothing_earns_zero():
     task = BY_ID["swejax__b_roman_repeat"]
-    episode = run_episode(task, scripted([reply("ls"), reply("submit")]))
+    trajectory, episode = play(task, [reply("ls"), reply("submit")])
     assert episode.end_reason is EndReason.SUBMITTED and episode.submission == ""
-    assert reward_of(episode, task) == 0.0
+    assert trajectory.submission == "" and trajectory.reward == 0.0
 
 
 def test_editing_the_wrong_line_earns_zero():
     task = BY_ID["swejax__b_roman_repeat"]
     path = task.patch.split(" b/", 1)[1].split("\n", 1)[0]
     wrong = f"edit --file {path} 1:0 << 'EOF'\n# looked at this file\nEOF"
-    episode = run_episode(task, scripted([reply(wrong), reply("submit")]))
-    assert path in episode.submission
-    assert reward_of(episode, task) == 0.0
+    trajectory, episode = play(task, [reply(wrong), reply("submit")])
+    assert path in episode.submission and trajectory.submission == episode.submission
+    assert not trajectory.resolved and trajectory.reward == 0.0
 
 
 def test_malformed_replies_are_format_errors_and_the_episode_goes_on():
@@ -85,14 +86,15 @@ def test_malformed_replies_are_format_errors_and_the_episode_goes_on():
         "```bash\nls\n```",  # wrong tag
     ]
     gold = [reply(c) for c in patch_commands(task.patch)]
-    episode = run_episode(task, scripted([*malformed, *gold, reply("submit")]))
+    trajectory, episode = play(task, [*malformed, *gold, reply("submit")])
     assert episode.format_errors == len(malformed)
+    assert trajectory.format_error_turns == list(range(len(malformed)))
     for step in episode.steps[: len(malformed)]:
         assert step.command is None and step.format_error
         assert "```command" in step.observation and "(Current directory: /repo)" in step.observation
     assert episode.end_reason is EndReason.SUBMITTED
     # 5 + 1 + 1 = 7 turns: under L_thr, so no length penalty.
-    assert reward_of(episode, task) == 1.0
+    assert trajectory.resolved and trajectory.reward == 1.0
 
 
 def test_observations_end_with_the_prompt_line_and_state_persists():
@@ -127,8 +129,9 @@ def test_turn_limit_ends_the_episode_with_the_diff_so_far():
     task = BY_ID["swejax__b_roman_repeat"]
     gold = [reply(c) for c in patch_commands(task.patch)]
     config = ScaffoldConfig(max_turns=len(gold) + 1)
-    episode = run_episode(task, scripted([reply("ls"), *gold, reply("ls")]), config=config)
+    trajectory, episode = play(task, [reply("ls"), *gold, reply("ls")], config)
     assert episode.end_reason is EndReason.TURN_LIMIT and episode.turns == len(gold) + 1
+    assert trajectory.end_reason == "turn_limit" and trajectory.resolved
     assert grade(task, episode.submission).resolved
     with pytest.raises(EpisodeEnded):
         episode.step(reply("ls"))

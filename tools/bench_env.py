@@ -19,10 +19,13 @@ import statistics
 import sys
 import time
 
+from swejax.config import ScaffoldConfig
 from swejax.env._task_sandbox import task_sandbox
-from swejax.env.grading import grade
-from swejax.env.scaffold import open_episode, patch_commands, run_episode
+from swejax.env.grading import GradeResult, grade
+from swejax.env.scaffold import open_episode, patch_commands
+from swejax.rollout import EpisodeEnv, ScriptedPolicy, run_episode
 from swejax.tasks import builtin_tasks
+from swejax.tokenizer import load_tokenizer
 
 
 def _median_seconds(fn, repeat: int) -> float:
@@ -44,6 +47,10 @@ def _docker_ready() -> bool:
         return False
 
 
+def _not_graded(task, submission: str, runtime: str) -> GradeResult:
+    return GradeResult(False, {}, False, ())
+
+
 def bench_runtime(task, runtime: str, repeat: int) -> dict:
     def open_close() -> None:
         with task_sandbox(task, runtime):
@@ -59,14 +66,13 @@ def bench_runtime(task, runtime: str, repeat: int) -> dict:
         row["turn_s"] = _median_seconds(lambda: open_one.step("```command\nls\n```"), 5)
     commands = patch_commands(task.patch)
 
-    def episode():
-        replies = iter(
-            [f"Fix.\n```command\n{c}\n```" for c in commands] + ["```command\nsubmit\n```"]
-        )
-        return run_episode(task, lambda e, o: next(replies), runtime)
+    replies = [f"Fix.\n```command\n{c}\n```" for c in commands] + ["```command\nsubmit\n```"]
+    tokenizer = load_tokenizer()
+    # The episode alone: its grading is timed on its own below.
+    env = EpisodeEnv(runtime, ScaffoldConfig(), l_thr=10, grader=_not_graded)
 
     start = time.perf_counter()
-    ended = episode()
+    ended = run_episode(task, ScriptedPolicy(replies, tokenizer), env, tokenizer).episode
     row["episode_s"] = time.perf_counter() - start
     row["episode_turns"] = ended.turns
     start = time.perf_counter()

@@ -13,15 +13,15 @@ sampling) for each, and the speedup.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 
 import jax
 
+from swejax.config import RolloutConfig
 from swejax.env.scaffold import ScaffoldConfig
 from swejax.models import build_model, preset
-from swejax.rollout import RolloutConfig, RolloutRunner
+from swejax.rollout import EpisodeEnv, RolloutRunner
 from swejax.sampling import Engine, EngineConfig, SamplingParams
 from swejax.tasks import builtin_tasks
 from swejax.tokenizer import im_end_id, load_tokenizer
@@ -54,19 +54,16 @@ def main(argv: list[str] | None = None) -> int:
     engine.warm_up()
     tasks = builtin_tasks()
     jobs = [(tasks[i % len(tasks)], i // len(tasks)) for i in range(args.episodes)]
-    base = RolloutConfig(
-        runtime=args.runtime,
-        max_reply_tokens=args.reply_tokens,
-        workers=args.slots,
-        l_thr=1,
-        scaffold=ScaffoldConfig(max_turns=args.turns, prompts="compact", window=20),
-    )
+    rollout = RolloutConfig(max_reply_tokens=args.reply_tokens, workers=args.slots)
+    scaffold = ScaffoldConfig(max_turns=args.turns, prompts="compact", window=20)
+    env = EpisodeEnv(args.runtime, scaffold, l_thr=1)
     result: dict = {"bench": "rollout", "device": jax.devices()[0].device_kind, **vars(args)}
-    RolloutRunner(engine, tokenizer, base).run(jobs[: args.slots])  # warm: every shape compiled
+    # Warm: every shape compiled.
+    RolloutRunner(engine, tokenizer, rollout, env).run(jobs[: args.slots])
     for name, overlap in (("overlapped", True), ("alternating", False)):
         engine.reseed(0)
-        config = dataclasses.replace(base, overlap=overlap)
-        trajectories, stats = RolloutRunner(engine, tokenizer, config).run(jobs)
+        runner = RolloutRunner(engine, tokenizer, rollout, env, overlap=overlap)
+        trajectories, stats = runner.run(jobs)
         result[name] = {
             "wall_s": stats.wall_s,
             "episodes_per_s": len(trajectories) / stats.wall_s,

@@ -69,17 +69,21 @@ def place_state(model: nnx.Module, mesh: Mesh | None) -> nnx.Module:
     return nnx.merge(graphdef, jax.device_put(state, param_shardings(model, mesh)))
 
 
-def model_config_from(model_cfg: Any) -> ModelConfig:
-    """ModelConfig from a run config's `model` section (a preset, or a checkpoint's config.json)."""
+def model_config_from(options: Any, check_backend: bool = True) -> ModelConfig:
+    """ModelConfig from a run config's `model` section (`swejax.config.ModelOptions`): the
+    checkpoint's config.json if it names one, else the preset, with the section's dtypes,
+    remat policy and attention. With `check_backend`, an attention that cannot run on this
+    backend raises here, before any weights load (the memory planner plans for another)."""
     runtime = {
-        "dtype": model_cfg.dtype,
-        "param_dtype": model_cfg.param_dtype,
-        "remat": model_cfg.remat,
-        "attention": model_cfg.attention,
+        "dtype": options.dtype,
+        "param_dtype": options.param_dtype,
+        "remat": options.remat,
+        "attention": options.attention,
     }
-    if model_cfg.checkpoint:
-        cfg = from_hf_config(read_hf_config(model_cfg.checkpoint), **runtime)
+    if options.checkpoint:
+        cfg = from_hf_config(read_hf_config(options.checkpoint), **runtime)
     else:
-        cfg = preset(model_cfg.preset, **runtime)
-    check_attention(cfg)  # before any weights load: an attention that cannot run here raises
+        cfg = preset(options.preset, **runtime)
+    if check_backend:
+        check_attention(cfg)
     return cfg
