@@ -222,3 +222,12 @@ def test_check_refuses_a_tokenizer_larger_than_the_vocabulary(tmp_path, capsys):
     line = _one_error_line(capsys.readouterr())
     assert code == 2
     assert "2803 tokens" in line and "vocabulary is 160" in line
+
+
+def test_the_main_job_without_bubblewrap_says_how_to_install_it(monkeypatch, capsys):
+    import swejax.env.sandbox
+
+    monkeypatch.setattr(swejax.env.sandbox, "bwrap_available", lambda: False)
+    assert main([]) == 2
+    line = _one_error_line(capsys.readouterr())
+    assert "apt-get install bubblewrap" in line and "tools/setup.sh --main" in line

@@ -1,20 +1,36 @@
 #!/usr/bin/env bash
-# Set up swejax on a fresh Debian machine, as root: system packages, the virtual environment,
-# and a Docker engine with the images the docker tests use. Safe to run again.
+# Set up swejax on a fresh Debian machine, as root. Safe to run again.
 #
-#     bash tools/setup.sh            # everything
-#     SWEJAX_NO_DOCKER=1 bash tools/setup.sh   # no Docker engine (the docker tests then skip)
-#     SWEJAX_NO_TPU_COMPILER=1 bash tools/setup.sh   # no libtpu (the TPU compile tests skip)
+#     bash tools/setup.sh --main     # what the main job needs: bubblewrap, git, the system
+#                                    # Python's pytest (the built-in tasks' tests run on it),
+#                                    # and the virtual environment with swejax
+#     bash tools/setup.sh            # everything the tests need too: the test extras, the TPU
+#                                    # compiler, and a Docker engine with the task images
+#     SWEJAX_NO_DOCKER=1 bash tools/setup.sh        # no Docker engine (the docker tests skip)
+#     SWEJAX_NO_TPU_COMPILER=1 bash tools/setup.sh  # no libtpu (the TPU compile tests skip)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 
+main_only=""
+case "${1:-}" in
+  --main) main_only=1 ;;
+  "") ;;
+  *) echo "usage: bash tools/setup.sh [--main]" >&2; exit 2 ;;
+esac
+
 packages=(bubblewrap git python3-pytest python3-venv)
-[[ -z "${SWEJAX_NO_DOCKER:-}" ]] && packages+=(docker.io debootstrap)
-apt-get update -q
-apt-get install -y -q "${packages[@]}"
+[[ -z "$main_only" && -z "${SWEJAX_NO_DOCKER:-}" ]] && packages+=(docker.io debootstrap)
+if ! dpkg -s "${packages[@]}" > /dev/null 2>&1; then
+  apt-get update -q
+  apt-get install -y -q "${packages[@]}"
+fi
 
 python3 -m venv .venv
+if [[ -n "$main_only" ]]; then
+  .venv/bin/pip install -q -e .
+  exit 0
+fi
 .venv/bin/pip install -q -e '.[test]'
 
 # The TPU compiler (libtpu, the version jax[tpu] pins for this jaxlib), for compiling TPU
