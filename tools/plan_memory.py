@@ -141,8 +141,6 @@ def _xla_report(args, spec, devices, notes: list[str]) -> dict:
     """XLA's numbers for the step, and its peak projected to the run's own attention on the
     target: the attention compiled here (measured alone) swapped for the run's (analytic), and
     the CPU backend's float32 copy of the saved layer inputs taken out."""
-    from swejax_kernels.platform import lowering_for
-
     from swejax.memory_plan import (
         GIB,
         CompileOutOfMemory,
@@ -151,6 +149,7 @@ def _xla_report(args, spec, devices, notes: list[str]) -> dict:
         compile_train_step,
     )
     from swejax.sharding import make_mesh
+    from swejax_kernels.platform import lowering_for
 
     cfg = spec.model
     platform = "tpu" if args.topology else "cpu"
@@ -216,10 +215,9 @@ def _rollout_report(args, spec, devices, compiled_attention, analytic, notes) ->
     """XLA's peak for the engine's decode program beside the state, when the train step
     compiled the run's own attention: the decode kernel of flash and ring only compiles for a
     TPU slice, and a stand-in's decode path would not be the run's."""
-    from swejax_kernels.platform import lowering_for
-
     from swejax.memory_plan import CompileOutOfMemory, compile_decode_step
     from swejax.sharding import make_mesh
+    from swejax_kernels.platform import lowering_for
 
     if compiled_attention != spec.model.attention:
         notes.append(

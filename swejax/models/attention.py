@@ -31,13 +31,13 @@ import jax.numpy as jnp
 from jax.sharding import AbstractMesh
 from jax.sharding import PartitionSpec as P
 from jaxtyping import Array, Float, Int
+
+from swejax.models.kv_cache import LayerCache, per_page_shard
+from swejax.sharding import CONTEXT_AXIS, LOGICAL_RULES, logical_to_spec
 from swejax_kernels.platform import target_platform
 from swejax_kernels.reference import attention as _reference
 from swejax_kernels.reference import cached_attention as _reference_cached
 from swejax_kernels.ring import from_zigzag, ring_attention, to_zigzag
-
-from swejax.models.kv_cache import LayerCache, per_page_shard
-from swejax.sharding import CONTEXT_AXIS, LOGICAL_RULES, logical_to_spec
 
 if TYPE_CHECKING:
     from swejax.models.config import ModelConfig
