@@ -147,12 +147,10 @@ def attend_cached(
     k_cache: Float[Array, "B C Nkv H"],
     v_cache: Float[Array, "B C Nkv H"],
     q_positions: Int[Array, "B T"],
-    *,
-    impl: str,
 ) -> Float[Array, "B T Nq H"]:
-    """New tokens over a slot's gathered KV cache: the reference for every `impl` (prefill and
-    ingest chunks; one-token decode steps of the Pallas choices go to `attend_paged_decode`)."""
-    del impl
+    """New tokens over a slot's gathered KV cache, by the reference whatever the choice:
+    prefill and ingest chunks, and decode steps of choices without a decode kernel (those with
+    one decode by `attend_paged_decode`)."""
     return _reference_cached(q, k_cache, v_cache, q_positions)
 
 

@@ -124,7 +124,7 @@ class Attention(nnx.Module):
             out = attend_paged_decode(q, cache, layer, page_table, positions, impl=impl)
             return self._output(out), cache
         keys, values = read_cache(cache, layer, page_table)
-        out = attend_cached(q, keys.astype(q.dtype), values.astype(q.dtype), positions, impl=impl)
+        out = attend_cached(q, keys.astype(q.dtype), values.astype(q.dtype), positions)
         return self._output(out), cache
 
 
