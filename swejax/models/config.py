@@ -7,8 +7,9 @@ import json
 import os
 from typing import Any
 
+from swejax.models.remat import REMAT_POLICIES
+
 DTYPES = ("float32", "bfloat16")
-REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch", "save_attn_mlp_out")
 # Names owned by swejax.models.attention, which also checks that the choice can run here.
 ATTENTION_IMPLS = ("reference", "flash", "ring", "ring_reference", "cudnn")
 
@@ -55,7 +56,7 @@ class ModelConfig:
         for field, allowed in (
             ("dtype", DTYPES),
             ("param_dtype", DTYPES),
-            ("remat", REMAT_POLICIES),
+            ("remat", tuple(REMAT_POLICIES)),  # the policy table's keys
             ("attention", ATTENTION_IMPLS),
         ):
             if getattr(self, field) not in allowed:

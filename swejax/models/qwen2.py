@@ -26,20 +26,11 @@ from swejax.models.attention import (
 )
 from swejax.models.config import ModelConfig
 from swejax.models.kv_cache import LayerCache, read_cache, write_cache
+from swejax.models.remat import REMAT_POLICIES
 from swejax.models.rope import RotaryTables, apply_rope, rotary_tables
 from swejax.sharding import constrain
 
 _INIT_STD = 0.02  # Qwen2's initializer_range
-
-
-REMAT_POLICIES = {
-    "none": None,
-    "full": jax.checkpoint_policies.nothing_saveable,
-    "dots": jax.checkpoint_policies.checkpoint_dots,
-    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
-    # Keep each layer's attention and MLP outputs; recompute everything inside them.
-    "save_attn_mlp_out": jax.checkpoint_policies.save_only_these_names("attn_out", "mlp_out"),
-}
 
 
 def _param(rngs: nnx.Rngs, shape, axes, dtype, std=_INIT_STD) -> nnx.Param:
