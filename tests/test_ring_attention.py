@@ -16,9 +16,8 @@ from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from swejax.models import abstract_model, build_model, place_state, preset
+from swejax.models import ATTENTION_IMPLS, abstract_model, build_model, place_state, preset
 from swejax.models.attention import check_attention, pallas_interpreter
-from swejax.models.config import ATTENTION_IMPLS
 from swejax.sharding import activation_mesh, make_mesh
 from swejax_kernels.blockwise import block_backward, block_forward
 from swejax_kernels.reference import attention

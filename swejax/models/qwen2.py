@@ -22,8 +22,8 @@ from swejax.models.attention import (
     attend_paged_decode,
     from_ring_order,
     to_ring_order,
-    uses_decode_kernel,
 )
+from swejax.models.attention_impls import attention_impl
 from swejax.models.config import ModelConfig
 from swejax.models.kv_cache import LayerCache, read_cache, write_cache
 from swejax.models.remat import REMAT_POLICIES
@@ -111,7 +111,7 @@ class Attention(nnx.Module):
         # On a mesh each device writes and reads only its own slots' pages (`kv_cache`).
         cache = write_cache(cache, layer, k, v, page_table, positions)
         impl = self.cfg.attention
-        if positions.shape[1] == 1 and uses_decode_kernel(impl):  # a decode step
+        if positions.shape[1] == 1 and attention_impl(impl).decode_kernel:  # a decode step
             out = attend_paged_decode(q, cache, layer, page_table, positions, impl=impl)
             return self._output(out), cache
         keys, values = read_cache(cache, layer, page_table)
