@@ -35,6 +35,7 @@ from jax.sharding import AbstractMesh, Mesh
 
 from swejax.models import abstract_model, param_shardings
 from swejax.models.attention import attend
+from swejax.models.attention_impls import attention_impl
 from swejax.models.build import is_variable
 from swejax.models.config import ModelConfig
 from swejax.models.kv_cache import num_shards, pool_page_axes, pool_spec
@@ -57,8 +58,6 @@ BATCH_DTYPES = {
     "old_logprobs": jnp.float32,
     "advantages": jnp.float32,
 }
-# Attention implementations whose memory grows with the square of the local sequence.
-QUADRATIC_ATTENTION = ("reference", "ring_reference")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -295,37 +294,47 @@ def _saved_per_layer(cfg: ModelConfig, mesh: AbstractMesh, rows: int, seq: int) 
 def _attention_bytes(
     cfg: ModelConfig, mesh: AbstractMesh, rows: int, seq: int, impl: str, copies: int = 2
 ) -> int:
-    """Attention's own buffers in one layer, beyond q, k, v and its output.
+    """Attention's own buffers in one layer, beyond q, k, v and its output, by the registry's
+    kernel and context mode (`swejax.models.attention_impls`). S is every key (T) where each
+    device holds them all, the local length in a ring's blocks.
 
-    reference: float32 logits [B, N, T_local, T] (keys are all gathered) with the mask as an
-      additive float32 bias [B, T_local, T] and the boolean mask; `copies` float32 score-sized
-      buffers live at once in the backward pass (XLA fuses the rest; 7B at 32k on CPU: 2).
-    ring_reference: blocks of the local length only (custom VJP: nothing T x S is kept between
-      steps or passes), but twice the copies, as XLA overlaps the unrolled ring steps.
-    flash, ring: the row log-sum-exp and the float32 output accumulator; blocks stay on chip.
-    cudnn: flash-like, plus the packed-segment mask it is handed as a dense [B, 1, T, S] bool.
+    reference kernel: float32 logits [B, N, T_local, S] with the mask as an additive float32
+      bias [B, T_local, S] and the boolean mask; `copies` float32 score-sized buffers live at
+      once in the backward pass (XLA fuses the rest; 7B at 32k on CPU: 2). In a ring (custom
+      VJP: nothing T x S is kept between steps or passes) twice the copies, as XLA overlaps the
+      unrolled ring steps.
+    flash kernel: the row log-sum-exp and the float32 output accumulator; blocks stay on chip.
+    cudnn kernel: flash-like, plus the packed-segment mask it is handed as a dense [B, 1, T, S]
+      bool.
     """
+    entry = attention_impl(impl)
+    context = mesh.shape["context"]
+    entry.check_context(context)  # a whole-sequence kernel refuses a split sequence
     N, H = cfg.num_heads, cfg.head_dim
-    local_seq = seq // mesh.shape["context"] if seq % mesh.shape["context"] == 0 else seq
+    local_seq = seq // context if seq % context == 0 else seq
+    keys = local_seq if entry.ring else seq
     rows_local = local_elements(("batch",), (rows,), mesh)
     heads_local = local_elements(("act_heads",), (N,), mesh)
-    if impl == "reference":
-        keys = seq
-    elif impl == "ring_reference":
-        keys = local_seq
-    elif impl in ("flash", "ring", "cudnn"):
+    if entry.kernel != "reference":
         lse_and_acc = rows_local * heads_local * local_seq * (4 + 4 * H)
-        mask = rows_local * local_seq * seq if impl == "cudnn" else 0
+        mask = rows_local * local_seq * keys if entry.kernel == "cudnn" else 0
         return lse_and_acc + mask
-    else:
-        raise ValueError(f"no memory model for attention={impl!r}")
-    if impl == "ring_reference":
+    if entry.ring:
         # The ring's steps are unrolled and XLA overlaps them: 72B at 131k, context=4 on CPU
         # holds about 4.5 block-sized float32 buffers at once (145 GiB for 32 GiB blocks).
         copies = 2 * copies
     scores = rows_local * heads_local * local_seq * keys
     bias = rows_local * local_seq * keys * (4 + 1)  # float32 bias and the boolean mask
     return scores * 4 * copies + bias
+
+
+def _attention_note(impl: str) -> str:
+    """What the attention line counts, in a few words."""
+    entry = attention_impl(impl)
+    if not entry.quadratic:
+        return "O(T): lse and accumulator"
+    held = "float32 T x S scores" if entry.kernel == "reference" else "a T x S boolean mask"
+    return f"{held}, S {'the local keys' if entry.ring else 'all keys'}"
 
 
 def _kv_pool_bytes(spec: PlanSpec, mesh: AbstractMesh) -> int:
@@ -398,7 +407,7 @@ def analytic_breakdown(spec: PlanSpec, attention: str | None = None) -> Breakdow
             f"attention ({attention})",
             _attention_bytes(cfg, mesh, rows, seq, attention),
             "step",
-            "T x S scores" if attention in QUADRATIC_ATTENTION else "O(T): lse and accumulator",
+            _attention_note(attention),
         ),
         Item(
             "residual stream",

@@ -9,7 +9,8 @@ Mesh axes, outermost first:
   data     pure data parallelism (batch split, weights replicated)
   fsdp     batch split and weights sharded (ZeRO-3 style)
   tensor   heads, MLP hidden and vocabulary split (Megatron style)
-  context  sequence split (ring attention, later)
+  context  sequence split (ring attention passes K/V round it); weights sharded over it too,
+           with fsdp
 """
 
 from __future__ import annotations

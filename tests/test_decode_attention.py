@@ -10,10 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
-from swejax_kernels.decode import paged_decode_attention, reference_paged_decode_attention
-from swejax_kernels.reference import cached_attention
 
 from swejax.models.kv_cache import read_pages, write_pages
+from swejax_kernels.decode import paged_decode_attention, reference_paged_decode_attention
+from swejax_kernels.reference import cached_attention
 
 NUM_LAYERS, NUM_POOL_PAGES, HEAD_DIM, NUM_KV_HEADS = 3, 11, 16, 2
 TABLE_PAGES = 4

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
 from swejax_kernels import flash
 from swejax_kernels.reference import attention
 

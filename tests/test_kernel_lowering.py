@@ -22,12 +22,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from swejax_kernels import flash
-from swejax_kernels.decode import paged_decode_attention
-from swejax_kernels.platform import lowering_for, target_platform
 
 from swejax.models import build_model, place_state, preset
 from swejax.sharding import activation_mesh, make_mesh
+from swejax_kernels import flash
+from swejax_kernels.decode import paged_decode_attention
+from swejax_kernels.platform import lowering_for, target_platform
 
 # Our platform name, the name JAX lowers for, and the custom call each kernel becomes.
 PLATFORMS = {"gpu": ("cuda", "__gpu$xla.gpu.triton"), "tpu": ("tpu", "tpu_custom_call")}

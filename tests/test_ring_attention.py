@@ -15,14 +15,13 @@ import pytest
 from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
+
+from swejax.models import ATTENTION_IMPLS, abstract_model, build_model, place_state, preset
+from swejax.models.attention import check_attention, pallas_interpreter
+from swejax.sharding import activation_mesh, make_mesh
 from swejax_kernels.blockwise import block_backward, block_forward
 from swejax_kernels.reference import attention
 from swejax_kernels.ring import from_zigzag, ring_attention, to_zigzag
-
-from swejax.models import abstract_model, build_model, place_state, preset
-from swejax.models.attention import check_attention, pallas_interpreter
-from swejax.models.config import ATTENTION_IMPLS
-from swejax.sharding import activation_mesh, make_mesh
 
 # float32 attention over at most 64 keys of unit-scale values: rounding differences stay near
 # 1e-6; a wrong mask or a lost block moves results by 1e-2 or more.

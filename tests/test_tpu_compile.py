@@ -16,12 +16,12 @@ import jax.numpy as jnp
 import pytest
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
-from swejax_kernels import flash
-from swejax_kernels.decode import paged_decode_attention
-from swejax_kernels.platform import lowering_for
 from test_plan_memory import plan_memory_report
 
 from swejax.tpu_compiler import libtpu_path, tpu_devices
+from swejax_kernels import flash
+from swejax_kernels.decode import paged_decode_attention
+from swejax_kernels.platform import lowering_for
 
 GIB = 2**30
 

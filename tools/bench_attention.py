@@ -28,6 +28,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+
 from swejax_kernels.flash import BlockSizes, flash_attention, reference
 
 IMPLEMENTATIONS = ("flash", "cudnn", "reference")

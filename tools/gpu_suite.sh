@@ -17,10 +17,8 @@ WHEELS=${1:-}
 mkdir -p "$OUT"
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 
-# The import package swejax_kernels is the folder kernels/ (pyproject's package-dir).
-LINKS=$(mktemp -d)
-ln -s "$ROOT/kernels" "$LINKS/swejax_kernels"
-export PYTHONPATH="$ROOT:$LINKS${PYTHONPATH:+:$PYTHONPATH}"
+# Both import packages, swejax and swejax_kernels, are folders at the checkout's root.
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 
 if [[ -n "$WHEELS" ]]; then
   for module in jaxtyping:jaxtyping ml_collections:ml_collections tqdm:tqdm; do

@@ -141,8 +141,6 @@ def _xla_report(args, spec, devices, notes: list[str]) -> dict:
     """XLA's numbers for the step, and its peak projected to the run's own attention on the
     target: the attention compiled here (measured alone) swapped for the run's (analytic), and
     the CPU backend's float32 copy of the saved layer inputs taken out."""
-    from swejax_kernels.platform import lowering_for
-
     from swejax.memory_plan import (
         GIB,
         CompileOutOfMemory,
@@ -151,6 +149,7 @@ def _xla_report(args, spec, devices, notes: list[str]) -> dict:
         compile_train_step,
     )
     from swejax.sharding import make_mesh
+    from swejax_kernels.platform import lowering_for
 
     cfg = spec.model
     platform = "tpu" if args.topology else "cpu"
@@ -216,10 +215,9 @@ def _rollout_report(args, spec, devices, compiled_attention, analytic, notes) ->
     """XLA's peak for the engine's decode program beside the state, when the train step
     compiled the run's own attention: the decode kernel of flash and ring only compiles for a
     TPU slice, and a stand-in's decode path would not be the run's."""
-    from swejax_kernels.platform import lowering_for
-
     from swejax.memory_plan import CompileOutOfMemory, compile_decode_step
     from swejax.sharding import make_mesh
+    from swejax_kernels.platform import lowering_for
 
     if compiled_attention != spec.model.attention:
         notes.append(
@@ -246,7 +244,7 @@ def _rollout_report(args, spec, devices, compiled_attention, analytic, notes) ->
 def plan(args: argparse.Namespace) -> dict:
     """Everything the tool reports, as plain data."""
     from swejax.memory_plan import GIB, PlanSpec, analytic_breakdown
-    from swejax.models import preset
+    from swejax.models import ATTENTION_IMPLS, attention_impl, preset
     from swejax.sharding import resolve_mesh_shape
     from swejax.tpu_compiler import tpu_devices
 
@@ -257,13 +255,15 @@ def plan(args: argparse.Namespace) -> dict:
         remat=args.remat,
         attention=args.attention,
     )
-    if cfg.attention in ("flash", "cudnn") and args.mesh.get("context", 1) != 1:
-        raise SystemExit(f"attention={cfg.attention!r} needs context=1; the ring is 'ring'")
     devices = tpu_devices(args.topology) if args.topology else None
     if devices is not None and args.devices not in (None, len(devices)):
         raise SystemExit(f"--devices={args.devices} but {args.topology} has {len(devices)} chips")
     args.devices = len(devices) if devices is not None else args.devices
     sizes = resolve_mesh_shape(args.mesh, args.devices)
+    try:  # a whole-sequence attention refuses a sequence split over context
+        attention_impl(cfg.attention).check_context(sizes["context"])
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
     spec = PlanSpec(
         model=cfg,
         mesh=sizes,
@@ -313,10 +313,15 @@ def plan(args: argparse.Namespace) -> dict:
             if rollout is not None:
                 report["xla_rollout"] = rollout
                 fits["rollout_phase_xla"] = rollout.get("rollout_phase", usable + 1) <= usable
-    if spec.model.attention in ("reference",) and spec.seq >= 16384:
+    attention = attention_impl(spec.model.attention)
+    if attention.quadratic and not attention.ring and spec.seq >= 16384:
+        # Quadratic in the whole row, not only in a ring's local blocks.
+        *others, last = (
+            repr(impl.name) for impl in ATTENTION_IMPLS.values() if impl.ring or not impl.quadratic
+        )
         report["notes"].append(
-            "attention='reference' materialises float32 [rows, heads, T, S] scores per layer; "
-            "long rows need flash, ring or ring_reference."
+            f"attention={attention.name!r} holds T x S buffers per row in every layer (all keys "
+            f"on each device); long rows need {', '.join(others)} or {last}."
         )
     if kv_pool:
         report["notes"].append(

@@ -1,5 +1,7 @@
-"""Qwen2.5 in Flax NNX: configs and presets, building, sharding, and Hugging Face interop."""
+"""Qwen2.5 in Flax NNX: configs and presets, building, sharding, and Hugging Face interop, with
+the tables of what `ModelConfig.attention` and `ModelConfig.remat` can name."""
 
+from swejax.models.attention_impls import ATTENTION_IMPLS, AttentionImpl, attention_impl
 from swejax.models.build import (
     abstract_model,
     build_model,
@@ -18,13 +20,18 @@ from swejax.models.config import (
 )
 from swejax.models.hf_io import copy_side_files, load_hf_checkpoint, save_hf_checkpoint
 from swejax.models.qwen2 import Qwen2
+from swejax.models.remat import REMAT_POLICIES
 
 __all__ = [
+    "ATTENTION_IMPLS",
     "PRESETS",
+    "REMAT_POLICIES",
+    "AttentionImpl",
     "ModelConfig",
     "Qwen2",
     "YarnScaling",
     "abstract_model",
+    "attention_impl",
     "build_model",
     "copy_side_files",
     "count_params",

@@ -1,23 +1,19 @@
-"""The one place that chooses an attention implementation (`ModelConfig.attention`).
+"""Attention as `ModelConfig.attention` names it: the checks, the dispatch, the ring's order.
 
-  reference        plain XLA (`swejax_kernels.reference`); any backend.
-  flash            the Pallas flash kernel (`swejax_kernels.flash`); GPU and TPU.
-  ring             ring attention over the `context` mesh axis with flash blocks; GPU and TPU.
-  ring_reference   the same ring with plain jnp blocks; any backend (what CPU tests run).
-  cudnn            cuDNN's fused attention via `jax.nn.dot_product_attention`; CUDA GPUs,
-                   bfloat16, head dims that are multiples of 8 up to 128 (256 from Hopper on).
+What each name means, where it runs and how it treats a split sequence is the registry's
+(`swejax.models.attention_impls.ATTENTION_IMPLS`); this module acts on it. A choice that cannot
+run raises ValueError with the reason, never falls back: `check_attention` at model build, and
+the same checks again when `attend` is traced.
 
-A choice that cannot run raises ValueError with the reason, never falls back:
-`check_attention` at model build, and the same checks again when `attend` is traced.
-
-The ring takes its mesh from `jax.set_mesh` (`jax.sharding.get_abstract_mesh()`). Without a
-mesh in context, or with `context` of size 1, it is a ring of one device (blockwise attention
-over the whole sequence), so a config with a ring runs unchanged on one device. On a mesh that
-splits the sequence the model keeps its tokens in the ring's zigzag order from input to final
-hidden states (`to_ring_order`, `from_ring_order`), so `attend` takes and returns the ring
-choices' q, k, v and output in that order and no layer reorders them. `flash` and
-`cudnn` run per shard of batch and heads under a mesh and refuse a sequence split over
-`context` (each needs all keys on one device; that is what the ring is for).
+The ring choices take their mesh from `jax.set_mesh` (`jax.sharding.get_abstract_mesh()`).
+Without a mesh in context, or with `context` of size 1, the ring has one device (blockwise
+attention over the whole sequence), so a config with a ring runs unchanged on one device. On a
+mesh that splits the sequence the model keeps its tokens in the ring's zigzag order from input
+to final hidden states (`to_ring_order`, `from_ring_order`), so `attend` takes and returns the
+ring choices' q, k, v and output in that order and no layer reorders them. The whole-sequence
+choices (`AttentionImpl.whole_sequence`) run per shard of batch and heads under a mesh and
+refuse a sequence split over `context` (each needs all keys on one device; that is what the
+ring is for).
 """
 
 from __future__ import annotations
@@ -32,6 +28,7 @@ from jax.sharding import AbstractMesh
 from jax.sharding import PartitionSpec as P
 from jaxtyping import Array, Float, Int
 
+from swejax.models.attention_impls import AttentionImpl, attention_impl
 from swejax.models.kv_cache import LayerCache, per_page_shard
 from swejax.sharding import CONTEXT_AXIS, LOGICAL_RULES, logical_to_spec
 from swejax_kernels.platform import target_platform
@@ -42,19 +39,8 @@ from swejax_kernels.ring import from_zigzag, ring_attention, to_zigzag
 if TYPE_CHECKING:
     from swejax.models.config import ModelConfig
 
-# Backends each implementation lowers on (None: any).
-_BACKENDS: dict[str, tuple[str, ...] | None] = {
-    "reference": None,
-    "ring_reference": None,
-    "flash": ("gpu", "tpu"),
-    "ring": ("gpu", "tpu"),
-    "cudnn": ("gpu",),
-}
-
 # How the ring sees the mesh: the sequence over context, rows over the batch axes.
 _RING_AXES = {"axis_name": CONTEXT_AXIS, "batch_axes": LOGICAL_RULES["batch"]}
-# The Pallas choices also decode with the paged decode kernel (`swejax_kernels.decode`).
-_DECODE_KERNEL = ("flash", "ring")
 _INTERPRET = {"on": False}  # set by `pallas_interpreter`
 
 
@@ -70,10 +56,6 @@ def pallas_interpreter() -> Iterator[None]:
         _INTERPRET["on"] = False
 
 
-def uses_decode_kernel(impl: str) -> bool:
-    return impl in _DECODE_KERNEL
-
-
 def check_attention(cfg: ModelConfig, backend: str | None = None) -> None:
     """Raise ValueError, with the reason, if `cfg.attention` cannot run on `backend`.
 
@@ -87,7 +69,7 @@ def check_attention(cfg: ModelConfig, backend: str | None = None) -> None:
 def in_ring_order(impl: str) -> bool:
     """Whether the model's tokens travel in the causal ring's zigzag order: a ring choice on
     a mesh in context whose `context` axis splits the sequence."""
-    if impl not in ("ring", "ring_reference"):
+    if not attention_impl(impl).ring:
         return False
     mesh = _mesh_in_context()
     return mesh is not None and mesh.shape.get(CONTEXT_AXIS, 1) > 1
@@ -121,11 +103,9 @@ def attend(
     When `in_ring_order(impl)`, q, k, v and segment ids come in the ring's zigzag order and the
     output is returned in it (the model moved its tokens there once, at its input).
     """
-    _check(impl, target_platform(), q.shape[-1], q.dtype)
+    entry = _check(impl, target_platform(), q.shape[-1], q.dtype)
     mesh = _mesh_in_context()
-    if impl == "reference":
-        return _reference(q, k, v, causal=True, segment_ids=segment_ids)
-    if impl in ("ring", "ring_reference"):
+    if entry.ring:
         return ring_attention(
             q,
             k,
@@ -135,11 +115,15 @@ def attend(
             head_axis=LOGICAL_RULES["act_kv_heads"][0],
             causal=True,
             segment_ids=segment_ids,
-            block_impl="flash" if impl == "ring" else "reference",
+            block_impl=entry.kernel,
             interpret=_INTERPRET["on"],
             zigzagged=in_ring_order(impl),
         )
-    return _per_shard(_WHOLE_SEQUENCE[impl], impl, mesh, q, k, v, segment_ids)
+    kernel = _KERNELS[entry.kernel]
+    if entry.whole_sequence:
+        return _per_shard(kernel, entry, mesh, q, k, v, segment_ids)
+    # The partitioner lays it out: each device's queries against all keys.
+    return kernel(q, k, v, segment_ids)
 
 
 def attend_cached(
@@ -147,12 +131,10 @@ def attend_cached(
     k_cache: Float[Array, "B C Nkv H"],
     v_cache: Float[Array, "B C Nkv H"],
     q_positions: Int[Array, "B T"],
-    *,
-    impl: str,
 ) -> Float[Array, "B T Nq H"]:
-    """New tokens over a slot's gathered KV cache: the reference for every `impl` (prefill and
-    ingest chunks; one-token decode steps of the Pallas choices go to `attend_paged_decode`)."""
-    del impl
+    """New tokens over a slot's gathered KV cache, by the reference whatever the choice:
+    prefill and ingest chunks, and decode steps of choices without a decode kernel (those with
+    one decode by `attend_paged_decode`)."""
     return _reference_cached(q, k_cache, v_cache, q_positions)
 
 
@@ -170,7 +152,7 @@ def attend_paged_decode(
     slots, pages and KV heads (`kv_cache.per_page_shard`: the page table holds shard-local ids)."""
     from swejax_kernels.decode import paged_decode_attention
 
-    if not uses_decode_kernel(impl):
+    if not attention_impl(impl).decode_kernel:
         raise ValueError(f"attention={impl!r} has no decode kernel; use attend_cached")
     _check(impl, target_platform(), q.shape[-1], q.dtype)
 
@@ -191,47 +173,17 @@ def attend_paged_decode(
     return out
 
 
-# --- checks -----------------------------------------------------------------------------------
+def _check(impl: str, backend: str, head_dim: int, dtype: jnp.dtype) -> AttentionImpl:
+    entry = attention_impl(impl)
+    entry.check(backend, head_dim, dtype, interpret=_INTERPRET["on"])
+    return entry
 
 
-def _check(impl: str, backend: str, head_dim: int, dtype: jnp.dtype) -> None:
-    if impl not in _BACKENDS:
-        raise ValueError(
-            f"attention implementation {impl!r} is not available; have {sorted(_BACKENDS)}"
-        )
-    backends = _BACKENDS[impl]
-    interpreted = _INTERPRET["on"] and impl in ("flash", "ring")
-    if backends is not None and backend not in backends and not interpreted:
-        cpu_hint = " (on CPU use 'reference' or 'ring_reference')" if backend == "cpu" else ""
-        raise ValueError(
-            f"attention={impl!r} runs on {' or '.join(backends)}, not on {backend!r}{cpu_hint}"
-        )
-    if impl == "cudnn":
-        _check_cudnn(head_dim, dtype)
+# --- what computes attention on one device, by the registry's `kernel` ------------------------
 
 
-def _check_cudnn(head_dim: int, dtype: jnp.dtype) -> None:
-    # cuDNN's fused flash attention takes half precision only, and a bounded head dim.
-    if dtype not in (jnp.bfloat16, jnp.float16):
-        raise ValueError(f"attention='cudnn' needs bfloat16 or float16 activations, not {dtype}")
-    limit = 256 if _compute_capability() >= (9, 0) else 128
-    if head_dim % 8 or head_dim > limit:
-        raise ValueError(
-            f"attention='cudnn' needs a head dim that is a multiple of 8 and at most {limit} "
-            f"on this GPU, not {head_dim}"
-        )
-
-
-def _compute_capability() -> tuple[int, ...]:
-    capability = getattr(jax.devices()[0], "compute_capability", None)
-    if not capability:
-        raise ValueError(
-            "attention='cudnn' needs a CUDA GPU; this device reports no compute capability"
-        )
-    return tuple(int(part) for part in str(capability).split("."))
-
-
-# --- implementations that need the whole sequence on one device -------------------------------
+def _reference_kernel(q, k, v, segment_ids):
+    return _reference(q, k, v, causal=True, segment_ids=segment_ids)
 
 
 def _flash(q, k, v, segment_ids):
@@ -252,26 +204,22 @@ def _cudnn(q, k, v, segment_ids):
     return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=True, implementation="cudnn")
 
 
-_WHOLE_SEQUENCE = {"flash": _flash, "cudnn": _cudnn}
+_KERNELS = {"reference": _reference_kernel, "flash": _flash, "cudnn": _cudnn}
 
 
-def _per_shard(attention, impl: str, mesh: AbstractMesh | None, q, k, v, segment_ids):
-    """Run `attention` on each device's shard of batch and heads (a Pallas or cuDNN call would
+def _per_shard(kernel, entry: AttentionImpl, mesh: AbstractMesh | None, q, k, v, segment_ids):
+    """Run `kernel` on each device's shard of batch and heads (a Pallas or cuDNN call would
     otherwise be replicated by the partitioner: every device computing every head)."""
     if mesh is None:
-        return attention(q, k, v, segment_ids)
-    if mesh.shape.get(CONTEXT_AXIS, 1) > 1:
-        raise ValueError(
-            f"attention={impl!r} needs the whole sequence on each device, but the mesh splits it "
-            f"{mesh.shape[CONTEXT_AXIS]} ways over {CONTEXT_AXIS!r}; use 'ring'"
-        )
+        return kernel(q, k, v, segment_ids)
+    entry.check_context(mesh.shape.get(CONTEXT_AXIS, 1), CONTEXT_AXIS)
     # One spec for q, k and v: heads are split only when the kv heads divide, so each device's
     # query heads read exactly its own kv heads.
     spec = logical_to_spec(("batch", "seq", "act_kv_heads", None), k.shape, mesh)
     segment_spec = None if segment_ids is None else P(spec[0], spec[1])
     # check_vma=False: a pallas_call's outputs carry no record of which mesh axes they vary over.
     return jax.shard_map(
-        attention,
+        kernel,
         mesh=mesh,
         in_specs=(spec, spec, spec, segment_spec),
         out_specs=spec,

@@ -7,10 +7,10 @@ import json
 import os
 from typing import Any
 
+from swejax.models.attention_impls import ATTENTION_IMPLS
+from swejax.models.remat import REMAT_POLICIES
+
 DTYPES = ("float32", "bfloat16")
-REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch", "save_attn_mlp_out")
-# Names owned by swejax.models.attention, which also checks that the choice can run here.
-ATTENTION_IMPLS = ("reference", "flash", "ring", "ring_reference", "cudnn")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,11 +52,13 @@ class ModelConfig:
             raise ValueError(
                 f"num_heads={self.num_heads} is not a multiple of num_kv_heads={self.num_kv_heads}"
             )
+        # The remat and attention names are their tables' keys; whether the attention can run
+        # on this backend is checked when a model is built (`attention.check_attention`).
         for field, allowed in (
             ("dtype", DTYPES),
             ("param_dtype", DTYPES),
-            ("remat", REMAT_POLICIES),
-            ("attention", ATTENTION_IMPLS),
+            ("remat", tuple(REMAT_POLICIES)),
+            ("attention", tuple(ATTENTION_IMPLS)),
         ):
             if getattr(self, field) not in allowed:
                 raise ValueError(f"model.{field}={getattr(self, field)!r}; choose one of {allowed}")

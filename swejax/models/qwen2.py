@@ -22,24 +22,15 @@ from swejax.models.attention import (
     attend_paged_decode,
     from_ring_order,
     to_ring_order,
-    uses_decode_kernel,
 )
+from swejax.models.attention_impls import attention_impl
 from swejax.models.config import ModelConfig
 from swejax.models.kv_cache import LayerCache, read_cache, write_cache
+from swejax.models.remat import REMAT_POLICIES
 from swejax.models.rope import RotaryTables, apply_rope, rotary_tables
 from swejax.sharding import constrain
 
 _INIT_STD = 0.02  # Qwen2's initializer_range
-
-
-REMAT_POLICIES = {
-    "none": None,
-    "full": jax.checkpoint_policies.nothing_saveable,
-    "dots": jax.checkpoint_policies.checkpoint_dots,
-    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
-    # Keep each layer's attention and MLP outputs; recompute everything inside them.
-    "save_attn_mlp_out": jax.checkpoint_policies.save_only_these_names("attn_out", "mlp_out"),
-}
 
 
 def _param(rngs: nnx.Rngs, shape, axes, dtype, std=_INIT_STD) -> nnx.Param:
@@ -120,11 +111,11 @@ class Attention(nnx.Module):
         # On a mesh each device writes and reads only its own slots' pages (`kv_cache`).
         cache = write_cache(cache, layer, k, v, page_table, positions)
         impl = self.cfg.attention
-        if positions.shape[1] == 1 and uses_decode_kernel(impl):  # a decode step
+        if positions.shape[1] == 1 and attention_impl(impl).decode_kernel:  # a decode step
             out = attend_paged_decode(q, cache, layer, page_table, positions, impl=impl)
             return self._output(out), cache
         keys, values = read_cache(cache, layer, page_table)
-        out = attend_cached(q, keys.astype(q.dtype), values.astype(q.dtype), positions, impl=impl)
+        out = attend_cached(q, keys.astype(q.dtype), values.astype(q.dtype), positions)
         return self._output(out), cache
 
 
