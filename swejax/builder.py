@@ -211,8 +211,10 @@ def build_trainer(built: Built, phase: str, num_sequences: int = 0):
 
 def check_row_length(config: Config, mesh) -> None:
     """Rows the ring's zigzag layout cannot split are refused before any work."""
+    from swejax.models import attention_impl
+
     context = 1 if mesh is None else mesh.shape["context"]
-    if config.model.attention.startswith("ring") and config.row_length % (2 * context):
+    if attention_impl(config.model.attention).ring and config.row_length % (2 * context):
         raise BuildError(
             f"train rows of {config.row_length} tokens cannot take ring attention over "
             f"context={context}: the zigzag layout needs a multiple of {2 * context} "

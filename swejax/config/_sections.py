@@ -65,7 +65,8 @@ class ModelOptions:
         _one_of(self, "dtype", DTYPES)
         _one_of(self, "param_dtype", DTYPES)
         # The names of policies and implementations live with the model code.
-        from swejax.models.config import ATTENTION_IMPLS, REMAT_POLICIES
+        from swejax.models.attention_impls import ATTENTION_IMPLS
+        from swejax.models.remat import REMAT_POLICIES
 
         _one_of(self, "remat", tuple(REMAT_POLICIES))
         _one_of(self, "attention", tuple(ATTENTION_IMPLS))
