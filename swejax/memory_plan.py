@@ -533,7 +533,8 @@ def compile_decode_step(spec: PlanSpec, mesh: Mesh, num_steps: int = 16) -> XlaM
     engine state, so the rollout phase is this peak plus the optimizer state, which stays on
     the devices but is no argument of decoding."""
     from swejax.sampling import EngineConfig, SamplingParams
-    from swejax.sampling._engine import abstract_state, decode_program
+    from swejax.sampling._programs import DecodeProgram, jit_decode
+    from swejax.sampling._state import abstract_state
 
     cfg = spec.model
     graphdef, params, _, _ = abstract_train_state(cfg, mesh)
@@ -544,11 +545,18 @@ def compile_decode_step(spec: PlanSpec, mesh: Mesh, num_steps: int = 16) -> XlaM
         num_pages=spec.pool_pages,
     )
     state = abstract_state(cfg, config, mesh)
-    static = (config.pages_per_slot, num_steps, SamplingParams(), config.stop_tokens)
+    program = DecodeProgram(
+        graphdef,
+        visible_pages=config.pages_per_slot,
+        num_steps=num_steps,
+        sampling=SamplingParams(),
+        stop_tokens=config.stop_tokens,
+        split_layer_weights=config.split_layer_weights,
+    )
+    # The engine's decode at the shardings its state is laid out at.
+    decode = jit_decode(jax.tree.map(lambda s: s.sharding, state))
     with activation_mesh(mesh):
-        lowered = decode_program(cfg, config, mesh).lower(
-            graphdef, *static, config.split_layer_weights, params, state, config.capacity
-        )
+        lowered = decode.lower(program, params, state, config.capacity)
     try:
         return _memory(lowered.compile())
     except jax.errors.JaxRuntimeError as error:

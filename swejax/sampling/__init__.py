@@ -4,14 +4,10 @@
 `generate` is the convenience API over it; `SamplingParams` and `sample` are the strategies.
 """
 
-from swejax.sampling._engine import (
-    ContextFull,
-    DecodeResult,
-    Engine,
-    EngineConfig,
-    StopReason,
-)
+from swejax.sampling._config import EngineConfig
+from swejax.sampling._engine import ContextFull, DecodeResult, Engine
 from swejax.sampling._generate import Generation, generate
+from swejax.sampling._programs import StopReason
 from swejax.sampling._strategies import SamplingParams, require_unbiased, sample
 
 __all__ = [
