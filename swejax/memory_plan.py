@@ -532,9 +532,13 @@ def compile_decode_step(spec: PlanSpec, mesh: Mesh, num_steps: int = 16) -> XlaM
     `rollout_pages`), every page of a slot visible. Its arguments are the parameters and the
     engine state, so the rollout phase is this peak plus the optimizer state, which stays on
     the devices but is no argument of decoding."""
-    from swejax.sampling import EngineConfig, SamplingParams
-    from swejax.sampling._programs import DecodeProgram, jit_decode
-    from swejax.sampling._state import abstract_state
+    from swejax.sampling import (
+        DecodeProgram,
+        EngineConfig,
+        SamplingParams,
+        abstract_state,
+        jit_decode,
+    )
 
     cfg = spec.model
     graphdef, params, _, _ = abstract_train_state(cfg, mesh)

@@ -165,8 +165,7 @@ def test_model_gradient_lowers_with_the_kernels(backend, attention, mesh_shape, 
 def test_engine_decode_step_lowers_with_the_decode_kernel(backend):
     """The engine's decode program (sampling loop and all) on an fsdp=4 x tensor=2 mesh: the
     paged decode kernel per device's slots, pages and KV heads, and no other attention."""
-    from swejax.sampling import Engine, EngineConfig, SamplingParams
-    from swejax.sampling._programs import DecodeProgram
+    from swejax.sampling import DecodeProgram, Engine, EngineConfig, SamplingParams
 
     cfg = preset("tiny", vocab_size=128, num_layers=2, attention="flash", dtype="bfloat16")
     mesh = make_mesh(fsdp=4, tensor=2)

@@ -13,8 +13,15 @@ from jax.sharding import PartitionSpec as P
 from test_hf_parity import randomize
 
 from swejax.models import build_model, place_state, preset
-from swejax.sampling import ContextFull, Engine, EngineConfig, SamplingParams, StopReason
-from swejax.sampling._programs import DecodeProgram, IngestProgram
+from swejax.sampling import (
+    ContextFull,
+    DecodeProgram,
+    Engine,
+    EngineConfig,
+    SamplingParams,
+    StopReason,
+)
+from swejax.sampling._programs import IngestProgram
 from swejax.sharding import activation_mesh, make_mesh
 
 TOL = 1e-4
