@@ -45,8 +45,14 @@ from swejax.sharding import (
     logical_to_spec,
     named_sharding,
 )
-from swejax.train import BATCH_FIELDS, OptimizerConfig, make_optimizer
-from swejax.train._step import jit_train_step, state_shardings
+from swejax.train import (
+    BATCH_FIELDS,
+    OptimizerConfig,
+    TrainStep,
+    jit_train_step,
+    make_optimizer,
+    state_shardings,
+)
 
 GIB = 2**30
 BATCH_DTYPES = {
@@ -498,12 +504,7 @@ def compile_train_step(
     started = time.perf_counter()
     with activation_mesh(mesh):
         lowered = step.lower(
-            graphdef,
-            tx,
-            objective,
-            spec.micro_batches,
-            eps_low,
-            eps_high,
+            TrainStep(graphdef, tx, objective, spec.micro_batches, eps_low, eps_high),
             params,
             opt_state,
             abstract_batch(spec, mesh),
