@@ -46,8 +46,14 @@ from swejax.sharding import (
     logical_to_spec,
     named_sharding,
 )
-from swejax.train import BATCH_FIELDS, OptimizerConfig, make_optimizer
-from swejax.train._step import jit_train_step, state_shardings
+from swejax.train import (
+    BATCH_FIELDS,
+    OptimizerConfig,
+    TrainStep,
+    jit_train_step,
+    make_optimizer,
+    state_shardings,
+)
 
 GIB = 2**30
 BATCH_DTYPES = {
@@ -507,12 +513,7 @@ def compile_train_step(
     started = time.perf_counter()
     with activation_mesh(mesh):
         lowered = step.lower(
-            graphdef,
-            tx,
-            objective,
-            spec.micro_batches,
-            eps_low,
-            eps_high,
+            TrainStep(graphdef, tx, objective, spec.micro_batches, eps_low, eps_high),
             params,
             opt_state,
             abstract_batch(spec, mesh),
@@ -541,8 +542,13 @@ def compile_decode_step(spec: PlanSpec, mesh: Mesh, num_steps: int = 16) -> XlaM
     `rollout_pages`), every page of a slot visible. Its arguments are the parameters and the
     engine state, so the rollout phase is this peak plus the optimizer state, which stays on
     the devices but is no argument of decoding."""
-    from swejax.sampling import EngineConfig, SamplingParams
-    from swejax.sampling._engine import abstract_state, decode_program
+    from swejax.sampling import (
+        DecodeProgram,
+        EngineConfig,
+        SamplingParams,
+        abstract_state,
+        jit_decode,
+    )
 
     cfg = spec.model
     graphdef, params, _, _ = abstract_train_state(cfg, mesh)
@@ -553,11 +559,18 @@ def compile_decode_step(spec: PlanSpec, mesh: Mesh, num_steps: int = 16) -> XlaM
         num_pages=spec.pool_pages,
     )
     state = abstract_state(cfg, config, mesh)
-    static = (config.pages_per_slot, num_steps, SamplingParams(), config.stop_tokens)
+    program = DecodeProgram(
+        graphdef,
+        visible_pages=config.pages_per_slot,
+        num_steps=num_steps,
+        sampling=SamplingParams(),
+        stop_tokens=config.stop_tokens,
+        split_layer_weights=config.split_layer_weights,
+    )
+    # The engine's decode at the shardings its state is laid out at.
+    decode = jit_decode(jax.tree.map(lambda s: s.sharding, state))
     with activation_mesh(mesh):
-        lowered = decode_program(cfg, config, mesh).lower(
-            graphdef, *static, config.split_layer_weights, params, state, config.capacity
-        )
+        lowered = decode.lower(program, params, state, config.capacity)
     try:
         return _memory(lowered.compile())
     except jax.errors.JaxRuntimeError as error:

@@ -13,7 +13,15 @@ from jax.sharding import PartitionSpec as P
 from test_hf_parity import randomize
 
 from swejax.models import build_model, place_state, preset
-from swejax.sampling import ContextFull, Engine, EngineConfig, SamplingParams, StopReason
+from swejax.sampling import (
+    ContextFull,
+    DecodeProgram,
+    Engine,
+    EngineConfig,
+    SamplingParams,
+    StopReason,
+)
+from swejax.sampling._programs import IngestProgram
 from swejax.sharding import activation_mesh, make_mesh
 
 TOL = 1e-4
@@ -77,13 +85,16 @@ def _kv_collectives(hlo: str, head_dim: int) -> list[str]:
 def _lowered_decode(engine, mesh):
     """The engine's decode program lowered for 4 visible pages (not run)."""
     with activation_mesh(mesh):
-        return engine._decode.lower(
+        program = DecodeProgram(
             engine._graphdef,
-            4,
-            CONFIG.steps_per_call,
-            engine.sampling,
-            (),
-            True,
+            visible_pages=4,
+            num_steps=CONFIG.steps_per_call,
+            sampling=engine.sampling,
+            stop_tokens=(),
+            split_layer_weights=True,
+        )
+        return engine._decode.lower(
+            program,
             nnx.state(engine.model),
             engine.state,
             np.int32(CONFIG.capacity),
@@ -108,9 +119,9 @@ def test_sharded_pool_engine_equals_unsharded(model, mesh_name):
     assert sum(len(r.tokens[2]) for r in got[2:]) == 4, "the refilled slot decoded its turn"
     assert sharded.state.cache.k.sharding.spec == spec, "the pool kept its layout"
     # Every slot holds pages of its own shard only.
-    for slot, s in enumerate(sharded._slots):
-        shard = slot // (8 * local_pages // 64)
-        assert s.pages and {page // local_pages for page in s.pages} == {shard}, slot
+    for slot in range(CONFIG.num_slots):
+        shard, pages = slot // (8 * local_pages // 64), sharded._pages.pages(slot)
+        assert pages and {page // local_pages for page in pages} == {shard}, slot
     assert sharded.free_pages() == plain.free_pages()
 
 
@@ -127,8 +138,7 @@ def test_decode_and_ingest_move_no_keys_or_values(model):
     with activation_mesh(mesh):
         width = 4  # ingest_rows=3 over 4 shards: one row each
         ingest = engine._ingest.lower(
-            engine._graphdef,
-            4,
+            IngestProgram(engine._graphdef, visible_pages=4),
             params,
             engine.state,
             np.arange(0, 8, 2, dtype=np.int32),

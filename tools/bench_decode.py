@@ -29,8 +29,7 @@ import jax
 import numpy as np
 
 from swejax.models import build_model, count_params, load_hf_checkpoint, preset, to_hf_config
-from swejax.sampling import Engine, EngineConfig, SamplingParams
-from swejax.sampling._engine import cache_bytes_per_token
+from swejax.sampling import Engine, EngineConfig, SamplingParams, cache_bytes_per_token
 
 
 def _swejax_generate(

@@ -2,27 +2,31 @@
 
 `Engine` holds a fixed number of slots over one KV cache (prefill, extend, decode, free);
 `generate` is the convenience API over it; `SamplingParams` and `sample` are the strategies.
+`abstract_state`, `DecodeProgram` and `jit_decode` are the engine's decode program as the
+memory planner compiles it ahead of time (`swejax.memory_plan.compile_decode_step`).
 """
 
-from swejax.sampling._engine import (
-    ContextFull,
-    DecodeResult,
-    Engine,
-    EngineConfig,
-    StopReason,
-)
+from swejax.sampling._config import EngineConfig
+from swejax.sampling._engine import ContextFull, DecodeResult, Engine
 from swejax.sampling._generate import Generation, generate
+from swejax.sampling._programs import DecodeProgram, StopReason, jit_decode
+from swejax.sampling._state import EngineState, abstract_state, cache_bytes_per_token
 from swejax.sampling._strategies import SamplingParams, require_unbiased, sample
 
 __all__ = [
     "ContextFull",
+    "DecodeProgram",
     "DecodeResult",
     "Engine",
     "EngineConfig",
+    "EngineState",
     "Generation",
     "SamplingParams",
     "StopReason",
+    "abstract_state",
+    "cache_bytes_per_token",
     "generate",
+    "jit_decode",
     "require_unbiased",
     "sample",
 ]

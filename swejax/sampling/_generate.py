@@ -9,7 +9,9 @@ import numpy as np
 from jax.sharding import Mesh
 
 from swejax.models.qwen2 import Qwen2
-from swejax.sampling._engine import Engine, EngineConfig, StopReason
+from swejax.sampling._config import EngineConfig
+from swejax.sampling._engine import Engine
+from swejax.sampling._programs import StopReason
 from swejax.sampling._strategies import SamplingParams
 
 

@@ -5,20 +5,24 @@ from swejax.train._step import (
     BATCH_FIELDS,
     OptimizerConfig,
     Trainer,
+    TrainStep,
     accumulated_gradients,
+    jit_train_step,
     learning_rate_schedule,
     make_optimizer,
+    state_shardings,
     token_logprobs,
-    train_step,
 )
 
 __all__ = [
     "BATCH_FIELDS",
     "OptimizerConfig",
+    "TrainStep",
     "Trainer",
     "accumulated_gradients",
+    "jit_train_step",
     "learning_rate_schedule",
     "make_optimizer",
+    "state_shardings",
     "token_logprobs",
-    "train_step",
 ]

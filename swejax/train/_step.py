@@ -166,35 +166,47 @@ def accumulated_gradients(
     return grads, loss, metrics, num_tokens
 
 
-def train_step(
-    graphdef,
-    tx: optax.GradientTransformation,
-    objective: str,
-    micro: int,
-    eps_low: float,
-    eps_high: float,
-    params,
-    opt_state,
-    batch: dict,
-) -> tuple[Any, Any, dict]:
-    """One optimizer step over `batch` (rows [R, L]); see the module docstring."""
-    grads, loss, metrics, num_tokens = accumulated_gradients(
-        graphdef, objective, micro, eps_low, eps_high, params, batch
-    )
-    grad_norm = optax.tree.norm(grads)
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+@dataclasses.dataclass(frozen=True)
+class TrainStep:
+    """One optimizer step: its static configuration, and the step itself (calling it).
 
-    def apply(_):
-        updates, new_opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), new_opt_state
+    Frozen and hashable, so `jax.jit` takes it as one static argument (`jit_train_step`): an
+    equal step reuses the compiled program.
+    """
 
-    def skip(_):
-        return params, opt_state
+    graphdef: nnx.GraphDef
+    tx: optax.GradientTransformation
+    objective: str = "dapo"  # or "sft"
+    micro_batches: int = 1
+    eps_low: float = 0.2
+    eps_high: float = 0.28
 
-    params, opt_state = jax.lax.cond(finite, apply, skip, None)
-    metrics = {k: v / num_tokens for k, v in metrics.items() if k != "tokens"}
-    metrics.update(loss=loss, grad_norm=grad_norm, skipped=~finite, tokens=num_tokens)
-    return params, opt_state, metrics
+    def __call__(self, params, opt_state, batch: dict) -> tuple[Any, Any, dict]:
+        """(params, opt_state, metrics) after one optimizer step over `batch` (rows [R, L]);
+        see the module docstring."""
+        grads, loss, metrics, num_tokens = accumulated_gradients(
+            self.graphdef,
+            self.objective,
+            self.micro_batches,
+            self.eps_low,
+            self.eps_high,
+            params,
+            batch,
+        )
+        grad_norm = optax.tree.norm(grads)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+
+        def apply(_):
+            updates, new_opt_state = self.tx.update(grads, opt_state, params)
+            return optax.apply_updates(params, updates), new_opt_state
+
+        def skip(_):
+            return params, opt_state
+
+        params, opt_state = jax.lax.cond(finite, apply, skip, None)
+        metrics = {k: v / num_tokens for k, v in metrics.items() if k != "tokens"}
+        metrics.update(loss=loss, grad_norm=grad_norm, skipped=~finite, tokens=num_tokens)
+        return params, opt_state, metrics
 
 
 def state_shardings(tx: optax.GradientTransformation, params) -> tuple[Any, Any]:
@@ -220,13 +232,14 @@ def state_shardings(tx: optax.GradientTransformation, params) -> tuple[Any, Any]
 
 
 def jit_train_step(param_shardings, opt_shardings):
-    """`train_step` as the Trainer runs it: config static, parameters and optimizer state
-    donated and handed back at the shardings they came in (so donation always aliases).
-    `tools/plan_memory.py` compiles this same function ahead of time."""
+    """The train step as the Trainer runs it: (step, params, opt_state, batch) -> (params,
+    opt_state, metrics), the `TrainStep` static, parameters and optimizer state donated and
+    handed back at the shardings they came in (so donation always aliases).
+    `swejax.memory_plan.compile_train_step` compiles this same function ahead of time."""
     return jax.jit(
-        train_step,
-        static_argnums=(0, 1, 2, 3, 4, 5),
-        donate_argnums=(6, 7),
+        TrainStep.__call__,
+        static_argnums=0,
+        donate_argnums=(1, 2),
         out_shardings=(param_shardings, opt_shardings, None),
     )
 
@@ -255,7 +268,9 @@ class Trainer:
         self.opt_state = jax.jit(self.tx.init, out_shardings=opt_sh)(params)
         self.step_count = 0
         self._step = jit_train_step(param_sh, opt_sh)
-        self._static = (self.graphdef, self.tx, objective, micro_batches, eps_low, eps_high)
+        self._program = TrainStep(
+            self.graphdef, self.tx, objective, micro_batches, eps_low, eps_high
+        )
 
     def _place(self, batch: dict) -> dict:
         """Batch fields as device arrays, rows split over the mesh's batch axes."""
@@ -273,7 +288,7 @@ class Trainer:
         params = nnx.state(self.model)
         with activation_mesh(self.mesh):
             params, self.opt_state, metrics = self._step(
-                *self._static, params, self.opt_state, self._place(batch)
+                self._program, params, self.opt_state, self._place(batch)
             )
         nnx.update(self.model, params)
         self.step_count += 1
