@@ -21,9 +21,7 @@ from _paper import paper_config  # noqa: E402
 
 
 def get_config():
-    config = paper_config(
-        "qwen25_72b_rft", capacity=65_536, max_turns=40, context=2, batch_size=64
-    )
+    config = paper_config("qwen25_72b_rft", capacity=65_536, max_turns=40, context=2, batch_size=64)
     config.rft.source = "policy"
     config.dapo.iterations = 0
     return config

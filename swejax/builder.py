@@ -190,7 +190,7 @@ def build_trainer(built: Built, phase: str, num_sequences: int = 0):
     """The Trainer of a phase over the model's weights: "rft" (cross-entropy on the resolved
     trajectories' actions, warm-up then cosine over `num_sequences` x epochs) or "dapo" (the
     clipped surrogate, a constant learning rate)."""
-    from swejax.train import Objective, Trainer, make_optimizer, warmup_cosine
+    from swejax.train import Trainer, make_optimizer, warmup_cosine
 
     config = built.config
     if phase == "rft":
@@ -199,14 +199,20 @@ def build_trainer(built: Built, phase: str, num_sequences: int = 0):
         total = max(rft.warmup_steps + 1, rft.epochs * steps_per_epoch)
         schedule = warmup_cosine(rft.learning_rate, min(rft.warmup_steps, total - 1), total)
         tx = make_optimizer(config.optimizer, schedule, rft.weight_decay)
-        objective = Objective("sft")
-    elif phase == "dapo":
-        dapo = config.dapo
-        tx = make_optimizer(config.optimizer, dapo.learning_rate, dapo.weight_decay)
-        objective = Objective("dapo", dapo.eps_low, dapo.eps_high)
     else:
-        raise ValueError(f"unknown phase {phase!r}; rft or dapo")
+        tx = make_optimizer(config.optimizer, config.dapo.learning_rate, config.dapo.weight_decay)
+    objective = _objective(config, phase)
     return Trainer(built.model, tx, objective, config.train.micro_batches, mesh=built.mesh)
+
+
+def _objective(config: Config, phase: str):
+    from swejax.train import Objective
+
+    if phase == "rft":
+        return Objective("sft")
+    if phase == "dapo":
+        return Objective("dapo", config.dapo.eps_low, config.dapo.eps_high)
+    raise ValueError(f"unknown phase {phase!r}; rft or dapo")
 
 
 def check_row_length(config: Config, mesh) -> None:
@@ -253,5 +259,5 @@ def plan_spec(config: Config, devices: int, phase: str | None = None):
         micro_batch_rows=rows // (micro * shards),
         micro_batches=micro,
         engine=config.engine,
-        objective="sft" if phase == "rft" else "dapo",
+        objective=_objective(config, phase),
     )

@@ -205,8 +205,9 @@ def test_the_planning_tool_refuses_a_split_sequence_with_the_registry_reason():
         [
             sys.executable,
             os.path.join(ROOT, "tools", "plan_memory.py"),
-            *("--preset", "tiny", "--seq", "256", "--devices", "8", "--no-compile"),
-            *("--mesh", "fsdp=2,tensor=2,context=2", "--attention", whole[0].name),
+            *("--devices", "8", "--no-compile", "--config.engine.capacity=256"),
+            *("--config.mesh.fsdp=2", "--config.mesh.tensor=2", "--config.mesh.context=2"),
+            f"--config.model.attention={whole[0].name}",
         ],
         capture_output=True,
         text=True,

@@ -367,7 +367,9 @@ def test_moved_keys_still_work_in_config_files(tmp_path):
 
 
 def test_a_section_refuses_a_bad_value_naming_its_key():
-    with pytest.raises(ConfigError, match=r"^config key 'engine.num_slots' must be positive, got 0$"):
+    with pytest.raises(
+        ConfigError, match=r"^config key 'engine.num_slots' must be positive, got 0$"
+    ):
         load_config(None, ["engine.num_slots=0"])
     with pytest.raises(ConfigError, match="mesh axis sizes must be positive or -1"):
         load_config(None, ["mesh.tensor=0"])

@@ -11,11 +11,12 @@ import time
 
 import numpy as np
 
+from swejax.config import OptimizerConfig
 from swejax.models import ModelConfig, build_model
 from swejax.rl import dapo_sequences, group_advantages, pack
 from swejax.rollout import Trajectory
 from swejax.sampling import Engine, EngineConfig, SamplingParams
-from swejax.train import BATCH_FIELDS, OptimizerConfig, Trainer
+from swejax.train import BATCH_FIELDS, Objective, Trainer, make_optimizer
 
 VOCAB = 16
 BOS, TURN = 0, 1
@@ -73,7 +74,8 @@ def test_dapo_lifts_a_random_policy_on_a_multi_turn_task_to_a_reward_of_0_9():
         SamplingParams(temperature=1.0),
         seed=0,
     )
-    trainer = Trainer(model, OptimizerConfig(learning_rate=3e-3, weight_decay=0.0), "dapo")
+    tx = make_optimizer(OptimizerConfig(), learning_rate=3e-3, weight_decay=0.0)
+    trainer = Trainer(model, tx, Objective("dapo", eps_low=0.2, eps_high=0.28))
     rng = np.random.default_rng(0)
     rewards = []
     for iteration in range(100):

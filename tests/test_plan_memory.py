@@ -10,10 +10,11 @@ import time
 import jax
 from flax import nnx
 
+from swejax.config import EngineConfig, OptimizerConfig
 from swejax.memory_plan import PlanSpec, abstract_mesh, analytic_breakdown, local_elements
 from swejax.models import build_model, place_state, preset
 from swejax.sharding import make_mesh
-from swejax.train import OptimizerConfig, Trainer
+from swejax.train import Objective, Trainer, make_optimizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MESH = {"data": 1, "fsdp": 2, "tensor": 2, "context": 1}
@@ -21,7 +22,8 @@ MESH = {"data": 1, "fsdp": 2, "tensor": 2, "context": 1}
 
 def _tiny_spec(**changes) -> PlanSpec:
     model = preset("tiny", dtype="bfloat16", param_dtype="float32", remat="full")
-    fields = dict(model=model, mesh=MESH, seq=256, rollout_slots=2, rollout_capacity=256)
+    engine = EngineConfig(num_slots=2, capacity=256)
+    fields = dict(model=model, mesh=MESH, seq=256, engine=engine)
     return PlanSpec(**{**fields, **changes})
 
 
@@ -76,7 +78,8 @@ def test_undivided_axes_are_replicated():
 def test_trainer_state_has_the_planned_shardings():
     mesh = make_mesh(data=2, fsdp=2, tensor=2)
     model = place_state(build_model(preset("tiny")), mesh)
-    trainer = Trainer(model, OptimizerConfig(), mesh=mesh)
+    tx = make_optimizer(OptimizerConfig(), learning_rate=1e-6, weight_decay=0.1)
+    trainer = Trainer(model, tx, Objective("dapo", 0.2, 0.3), mesh=mesh)
     params = nnx.state(model)
     mu = trainer.opt_state[1][0].mu
     for param, moment in zip(jax.tree.leaves(params), jax.tree.leaves(mu), strict=True):
@@ -85,7 +88,8 @@ def test_trainer_state_has_the_planned_shardings():
 
 
 def plan_memory_report(*args: str, timeout: int = 600) -> dict:
-    """tools/plan_memory.py --json in its own process (it sets the fake device count)."""
+    """tools/plan_memory.py --json in its own process (it sets the fake device count), on the
+    embedded default config with `--config.KEY=VALUE` overrides among `args`."""
     script = os.path.join(ROOT, "tools", "plan_memory.py")
     run = subprocess.run(
         [sys.executable, script, *args, "--json"], capture_output=True, text=True, timeout=timeout
@@ -97,10 +101,13 @@ def plan_memory_report(*args: str, timeout: int = 600) -> dict:
 def test_compile_7b_step_at_32k_on_64_devices():
     started = time.perf_counter()
     report = plan_memory_report(
-        *("--preset", "qwen2.5-7b", "--seq", "32768", "--devices", "64"),
-        *("--mesh", "data=1,fsdp=16,tensor=4,context=1", "--attention", "reference"),
-        *("--device-memory-gib", "1000"),
+        *("--devices", "64", "--device-memory-gib", "1000"),
+        *("--config.model.preset=qwen2.5-7b", "--config.engine.capacity=32768"),
+        *("--config.model.dtype=bfloat16", "--config.model.remat=full"),
+        *("--config.mesh.fsdp=16", "--config.mesh.tensor=4", "--config.engine.num_slots=16"),
     )
+    inputs = report["inputs"]
+    assert (inputs["seq"], inputs["rows_per_micro_batch"], inputs["phase"]) == (32768, 16, "dapo")
     xla, analytic = report["xla"], {i["name"]: i["bytes"] for i in report["analytic"]["items"]}
     state = analytic["weights"] + analytic["optimizer"]
     batch = analytic["batch"]
@@ -114,4 +121,40 @@ def test_compile_7b_step_at_32k_on_64_devices():
     scores = analytic["attention (reference)"]
     assert 0.8 * scores < xla["temp"] < xla["peak"]
     assert 0.5 < report["analytic"]["train_step"] / xla["projected_peak"] < 2.0
+    # The engine's decode program beside the state: its arguments are the weights and the pool.
+    rollout = report["xla_rollout"]
+    assert analytic["weights"] + analytic["rollout KV cache"] <= rollout["argument"]
+    assert rollout["rollout_phase"] == rollout["peak"] + analytic["optimizer"]
     print(f"7B at 32k on 64 devices: {time.perf_counter() - started:.0f} s")
+
+
+def test_the_planner_plans_the_run_a_config_trains():
+    """The paper's stage 1 as its config file sets it: 128 devices as fsdp=8 x tensor=8 x
+    context=2, one 65k row per batch shard in each of 16 micro-batches of the 128-trajectory
+    step, 64 slots at full context beside it."""
+    config = os.path.join(ROOT, "configs", "qwen25_72b_stage1.py")
+    report = plan_memory_report(f"--config={config}", "--devices", "128", "--no-compile")
+    i = report["inputs"]
+    assert i["mesh"] == {"data": 1, "fsdp": 8, "tensor": 8, "context": 2}
+    assert (i["seq"], i["micro_batch_rows"], i["micro_batches"]) == (65536, 1, 16)
+    assert (i["batch_rows"], i["attention"], i["phase"]) == (128, "ring", "dapo")
+    assert (i["rollout_slots"], i["pool_pages"]) == (64, 64 * 65536 // 64)
+    analytic = {item["name"]: item["bytes"] for item in report["analytic"]["items"]}
+    assert analytic["gradients"] == 2 * analytic["weights"]  # the accumulator and one more
+    assert report["fits"]["all"]
+    overridden = plan_memory_report(
+        f"--config={config}", "--devices", "128", "--no-compile", "--config.mesh.context=1"
+    )
+    assert overridden["inputs"]["mesh"]["fsdp"] == 16
+
+
+def test_the_planner_refuses_a_bad_config_in_one_line():
+    script = os.path.join(ROOT, "tools", "plan_memory.py")
+    run = subprocess.run(
+        [sys.executable, script, "--devices", "8", "--config.engine.num_slots=0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert "'engine.num_slots' must be positive" in run.stderr

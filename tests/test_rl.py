@@ -54,10 +54,10 @@ def test_token_mean_is_the_same_however_the_batch_is_split():
     old = (logp + rng.normal(0, 0.2, (6, 7))).astype(np.float32)
     adv = rng.normal(size=6).astype(np.float32)
     mask = rng.random((6, 7)) < 0.6
-    whole, _ = dapo_loss(logp, old, adv, mask)
+    whole, _ = dapo_loss(logp, old, adv, mask, 0.2, 0.28)
     total = mask.sum()
     parts = [
-        dapo_loss(logp[s], old[s], adv[s], mask[s], num_tokens=total)[0]
+        dapo_loss(logp[s], old[s], adv[s], mask[s], 0.2, 0.28, num_tokens=total)[0]
         for s in (slice(0, 1), slice(1, 6))
     ]
     np.testing.assert_allclose(whole, sum(parts), rtol=1e-6)
@@ -72,7 +72,7 @@ def test_clipped_tokens_carry_no_gradient_and_on_policy_is_the_policy_gradient()
     grad = jax.grad(lambda lp: dapo_loss(lp, old, adv, mask, 0.2, 0.28)[0])(logp)
     assert grad[0, 0] == 0 and grad[1, 0] == 0
     # On policy (ratio 1): d loss / d logp = -A / N for every action token.
-    grad = jax.grad(lambda lp: dapo_loss(lp, old, adv, mask)[0])(jnp.zeros((2, 3)))
+    grad = jax.grad(lambda lp: dapo_loss(lp, old, adv, mask, 0.2, 0.28)[0])(jnp.zeros((2, 3)))
     np.testing.assert_allclose(grad, -np.array([[1.0] * 3, [-1.0] * 3]) / 6, rtol=1e-6)
 
 

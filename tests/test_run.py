@@ -66,7 +66,7 @@ def _rows(path, kind):
 
 
 def _kinds(rows, kind):
-    return [r for r in rows if r.KIND == kind]
+    return [r for r in rows if kind == r.KIND]
 
 
 def test_a_run_crashed_mid_iteration_resumes_without_loss_or_repeat(tmp_path, monkeypatch):

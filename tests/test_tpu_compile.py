@@ -122,11 +122,14 @@ def test_the_ring_train_step_and_decode_compile_for_a_slice():
     kernel, 16 slots over fsdp x context), both compiled by the TPU compiler, and the analytic
     breakdown of each phase within a factor of 1.5 of the compiler's peak."""
     report = plan_memory_report(
-        *("--preset", "qwen2.5-0.5b", "--seq", "8192", "--topology", "v5p:2x2x2"),
-        *("--mesh", "fsdp=2,context=4", "--attention", "ring", "--device-memory-gib", "95"),
-        *("--rollout-slots", "16", "--rollout-capacity", "8192"),
+        *("--topology", "v5p:2x2x2", "--device-memory-gib", "95"),
+        *("--config.model.preset=qwen2.5-0.5b", "--config.model.attention=ring"),
+        *("--config.model.dtype=bfloat16", "--config.model.remat=full"),
+        *("--config.mesh.fsdp=2", "--config.mesh.context=4", "--config.dapo.batch_size=2"),
+        *("--config.engine.num_slots=16", "--config.engine.capacity=8192"),
         timeout=900,
     )
+    assert report["inputs"]["micro_batch_rows"] == 1
     xla = report["xla"]
     assert (xla["compiler"], xla["attention"]) == ("TPU (v5p:2x2x2)", "ring")
     assert xla["projected_peak"] == xla["peak"], "nothing stood in for the kernels"

@@ -8,18 +8,25 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from swejax.config import OptimizerConfig
 from swejax.models import build_model, place_state, preset
 from swejax.rl import TrainSequence, pack
 from swejax.sharding import activation_mesh, make_mesh, named_sharding
 from swejax.train import (
-    OptimizerConfig,
+    Objective,
     Trainer,
     accumulated_gradients,
-    learning_rate_schedule,
+    make_optimizer,
     token_logprobs,
+    warmup_cosine,
 )
 
 CFG = preset("tiny", dtype="float32", param_dtype="float32")
+DAPO = Objective("dapo", eps_low=0.2, eps_high=0.28)
+
+
+def _adamw(learning_rate, weight_decay=0.1):
+    return make_optimizer(OptimizerConfig(), learning_rate, weight_decay)
 
 
 def _batch(seed=0, rows=4, row_length=32, sequences=6):
@@ -75,9 +82,9 @@ def _gradient(micro, fields, mesh=None):
             for k, v in fields.items()
         }
     graphdef, params = nnx.split(model)
-    gradients = jax.jit(accumulated_gradients, static_argnums=(0, 1, 2, 3, 4))
+    gradients = jax.jit(accumulated_gradients, static_argnums=(0, 1, 2))
     with activation_mesh(mesh):
-        grads, loss, metrics, tokens = gradients(graphdef, "dapo", micro, 0.2, 0.28, params, fields)
+        grads, loss, metrics, tokens = gradients(graphdef, DAPO, micro, params, fields)
     return jax.tree.map(np.asarray, grads), {"loss": float(loss), "tokens": float(tokens)}
 
 
@@ -103,7 +110,7 @@ def test_sharded_step_equals_unsharded():
     jax.tree.map(_assert_close, plain, sharded)
     assert abs(m_plain["loss"] - m_sharded["loss"]) < 1e-6
     model = place_state(build_model(CFG, seed=0), make_mesh(data=2, fsdp=2, tensor=2))
-    trainer = Trainer(model, OptimizerConfig(), mesh=make_mesh(data=2, fsdp=2, tensor=2))
+    trainer = Trainer(model, _adamw(1e-6), DAPO, mesh=make_mesh(data=2, fsdp=2, tensor=2))
     assert not trainer.step(fields)["skipped"]  # the Trainer places rows on the mesh itself
 
 
@@ -112,7 +119,7 @@ def test_a_non_finite_step_is_skipped_not_applied():
     fields["advantages"] = np.where(fields["loss_mask"], np.nan, 0.0).astype(np.float32)
     model = build_model(CFG, seed=0)
     before = _params(model)
-    trainer = Trainer(model, OptimizerConfig(learning_rate=1e-3), "dapo")
+    trainer = Trainer(model, _adamw(1e-3), DAPO)
     metrics = trainer.step(fields)
     assert metrics["skipped"] and not np.isfinite(metrics["loss"])
     jax.tree.map(np.testing.assert_array_equal, before, _params(model))
@@ -125,7 +132,7 @@ def test_the_objectives_train(objective):
     _, packed = _batch(seed=3)
     fields = _fields(packed)
     fields["advantages"] = np.where(packed.segment_ids > 0, 1.0, 0.0).astype(np.float32)
-    trainer = Trainer(model, OptimizerConfig(learning_rate=3e-3, weight_decay=0.0), objective)
+    trainer = Trainer(model, _adamw(3e-3, weight_decay=0.0), Objective(objective, 0.2, 0.28))
     first = token_logprobs(model, packed.tokens, packed.positions, packed.segment_ids)[0]
     for _ in range(8):
         metrics = trainer.step(fields)
@@ -139,16 +146,22 @@ def test_the_objectives_train(objective):
 
 
 def test_learning_rate_schedules():
-    cosine = learning_rate_schedule(
-        OptimizerConfig(
-            learning_rate=5e-6, schedule="warmup_cosine", warmup_steps=10, total_steps=110
-        )
-    )
+    cosine = warmup_cosine(5e-6, warmup_steps=10, total_steps=110)
     assert float(cosine(0)) == 0.0 and abs(float(cosine(10)) - 5e-6) < 1e-12
     assert abs(float(cosine(60)) - 2.5e-6) < 1e-9 and float(cosine(110)) == 0.0
-    assert float(learning_rate_schedule(OptimizerConfig())(1000)) == 1e-6
-    with pytest.raises(ValueError, match="unknown schedule"):
-        learning_rate_schedule(OptimizerConfig(schedule="linear"))
+    with pytest.raises(ValueError, match="needs more steps in all"):
+        warmup_cosine(1e-3, warmup_steps=10, total_steps=10)
+    with pytest.raises(ValueError, match="unknown objective 'ppo'"):
+        Objective("ppo")
+
+
+def test_weight_decay_applies_to_matrices_only():
+    params = {"matrix": np.ones((2, 2), np.float32), "bias": np.ones((2,), np.float32)}
+    tx = make_optimizer(OptimizerConfig(), learning_rate=0.1, weight_decay=0.5)
+    zeros = jax.tree.map(np.zeros_like, params)
+    updates, _ = tx.update(zeros, tx.init(params), params)
+    assert float(np.abs(updates["bias"]).max()) == 0.0  # no gradient, no decay
+    np.testing.assert_allclose(updates["matrix"], -0.1 * 0.5 * params["matrix"], rtol=1e-6)
 
 
 def test_chunked_output_head_has_the_same_gradient():

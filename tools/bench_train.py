@@ -25,9 +25,10 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_forward import PEAK_FLOPS, forward_flops  # noqa: E402
 
+from swejax.config import OptimizerConfig  # noqa: E402
 from swejax.models import build_model, preset  # noqa: E402
 from swejax.sharding import make_mesh  # noqa: E402
-from swejax.train import BATCH_FIELDS, OptimizerConfig, Trainer  # noqa: E402
+from swejax.train import BATCH_FIELDS, Objective, Trainer, make_optimizer  # noqa: E402
 
 
 def random_batch(rows: int, seq: int, vocab: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -70,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     mesh = make_mesh(fsdp=-1)
     rows = args.rows or jax.device_count()
     model = build_model(cfg, mesh, seed=0)
-    trainer = Trainer(model, OptimizerConfig(learning_rate=1e-6), "dapo", mesh=mesh)
+    tx = make_optimizer(OptimizerConfig(), learning_rate=1e-6, weight_decay=0.1)
+    trainer = Trainer(model, tx, Objective("dapo", eps_low=0.2, eps_high=0.3), mesh=mesh)
     batch = random_batch(rows, args.seq, cfg.vocab_size)
     trainer.step(batch)  # compile
     times = []

@@ -18,8 +18,8 @@ def dapo_loss(
     old_logprobs: Float[Array, "B T"],
     advantages: Float[Array, "B T"] | Float[Array, " B"],
     loss_mask: Bool[Array, "B T"],
-    eps_low: float = 0.2,
-    eps_high: float = 0.28,
+    eps_low: float,
+    eps_high: float,
     num_tokens: Float[Array, ""] | int | None = None,
 ) -> tuple[Float[Array, ""], dict[str, Float[Array, ""]]]:
     """(loss, metrics) summed over these tokens and divided by `num_tokens` (default: the

@@ -6,7 +6,7 @@
 memory planner compiles it ahead of time (`swejax.memory_plan.compile_decode_step`).
 """
 
-from swejax.sampling._config import EngineConfig
+from swejax.config import EngineConfig
 from swejax.sampling._engine import ContextFull, DecodeResult, Engine
 from swejax.sampling._generate import Generation, generate
 from swejax.sampling._programs import DecodeProgram, StopReason, jit_decode

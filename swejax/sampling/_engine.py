@@ -37,9 +37,9 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
+from swejax.config import EngineConfig
 from swejax.models.kv_cache import pool_page_axes
 from swejax.models.qwen2 import Qwen2
-from swejax.sampling._config import EngineConfig
 from swejax.sampling._pages import PageAllocator
 from swejax.sampling._programs import (
     DecodeProgram,
@@ -213,7 +213,7 @@ class Engine:
         per, shards = self._shard_rows, self._pages.num_shards
         first_slots = np.arange(shards, dtype=np.int32) * self._pages.slots_per_shard
         slots = np.repeat(first_slots, per)
-        tokens = np.zeros((per * shards, self.config.chunk), np.int32)
+        tokens = np.zeros((per * shards, self.config.ingest_chunk), np.int32)
         counts = np.zeros(per * shards, np.int32)
         used = [0] * shards
         for slot, part in rows:
@@ -295,7 +295,7 @@ class Engine:
             to_ingest, s.pending = sequence[:-1], sequence[-1]
             self._push(slot)  # the new pages, before the tokens that use them
             queue.append((slot, to_ingest))
-        chunk, offset = self.config.chunk, 0
+        chunk, offset = self.config.ingest_chunk, 0
         while True:
             rows = [
                 (slot, ids[offset : offset + chunk]) for slot, ids in queue if len(ids) > offset

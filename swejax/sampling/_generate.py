@@ -8,8 +8,8 @@ from collections.abc import Sequence
 import numpy as np
 from jax.sharding import Mesh
 
+from swejax.config import EngineConfig
 from swejax.models.qwen2 import Qwen2
-from swejax.sampling._config import EngineConfig
 from swejax.sampling._engine import Engine
 from swejax.sampling._programs import StopReason
 from swejax.sampling._strategies import SamplingParams

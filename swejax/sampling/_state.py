@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec, SingleDeviceSharding
 
+from swejax.config import EngineConfig
 from swejax.models.kv_cache import LayerCache, num_shards, pool_page_axes, pool_spec
-from swejax.sampling._config import EngineConfig
 
 
 class EngineState(NamedTuple):

@@ -1,30 +1,18 @@
-"""Per-device memory of a training run, planned before any hardware is reserved.
+"""The analytic memory model: what each part of a train step, and of the rollout beside it,
+takes on one device, by counting bytes (`analytic_breakdown`).
 
-Two views of the same DAPO train step (`swejax.train.jit_train_step`, the function the Trainer
-runs), for a model, a mesh and a row length:
-
-- `analytic_breakdown`: what each part should take by counting bytes: weights, AdamW moments,
-  gradients, activations under the remat policy, attention by implementation, the output head's
-  chunk, and the rollout KV cache (released before each train step). Pure arithmetic on a
-  mesh shape (no devices), so it also answers for attention kernels that do not run on CPU.
-- `compile_train_step`: XLA's own numbers. The step is compiled ahead of time for the target
-  mesh, on fake CPU devices or a TPU topology (no TPU needed), from abstract parameters and
-  optimizer state (nothing allocated), and `memory_analysis()` is read. The CPU compiler is not
-  the GPU or TPU one: it upcasts some bfloat16 work to float32 and schedules differently.
-  `compile_attention` compiles one layer's attention alone, so that an implementation that
-  cannot compile here (a Pallas kernel) can be swapped in for its stand-in.
-
-Sizes are bytes per device. Local shapes follow `swejax.sharding.logical_to_spec`, the same rule
-the model uses, so a dimension a mesh axis does not divide (28 heads on tensor=8) is counted as
-replicated, as it is at run time.
+Weights, AdamW moments, gradients, activations under the remat policy, attention by
+implementation, the output head's chunk, the batch, and the rollout's KV pool (released before
+each train step). Pure arithmetic on a mesh shape (no devices), so it also answers for
+attention kernels that do not run on this machine. Local shapes follow
+`swejax.sharding.logical_to_spec`, the same rule the model uses, so a dimension a mesh axis
+does not divide (28 heads on tensor=8) is counted as replicated, as it is at run time.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import re
-import time
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -33,27 +21,14 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.sharding import AbstractMesh, Mesh
 
-from swejax.models import abstract_model, param_shardings
-from swejax.models.attention import attend
+from swejax.config import EngineConfig
+from swejax.models import abstract_model
 from swejax.models.attention_impls import attention_impl
 from swejax.models.build import is_variable
 from swejax.models.config import ModelConfig
 from swejax.models.kv_cache import num_shards, pool_page_axes, pool_spec
-from swejax.sharding import (
-    LOGICAL_RULES,
-    MESH_AXES,
-    activation_mesh,
-    logical_to_spec,
-    named_sharding,
-)
-from swejax.train import (
-    BATCH_FIELDS,
-    OptimizerConfig,
-    TrainStep,
-    jit_train_step,
-    make_optimizer,
-    state_shardings,
-)
+from swejax.sharding import LOGICAL_RULES, MESH_AXES, logical_to_spec
+from swejax.train import BATCH_FIELDS, Objective
 
 GIB = 2**30
 BATCH_DTYPES = {
@@ -76,15 +51,13 @@ class PlanSpec:
     micro_batch_rows: int = 1  # rows each batch shard (data x fsdp) holds per micro-batch
     micro_batches: int = 1  # gradient accumulation steps per optimizer step
     logits_chunk: int = 1024  # positions per output-head chunk (token_logprobs)
-    rollout_slots: int = 0
-    rollout_capacity: int = 0
-    rollout_pages: int = 0  # pages in the KV pool; 0: every slot at full capacity
-    page_size: int = 64
+    engine: EngineConfig | None = None  # the rollout beside the step; None: no rollout
+    objective: Objective = Objective("dapo")  # what the step computes (its eps change no byte)
 
     def __post_init__(self) -> None:
         if sorted(self.mesh) != sorted(MESH_AXES):
             raise ValueError(f"mesh needs exactly the axes {MESH_AXES}, got {sorted(self.mesh)}")
-        for name in ("seq", "micro_batch_rows", "micro_batches", "logits_chunk", "page_size"):
+        for name in ("seq", "micro_batch_rows", "micro_batches", "logits_chunk"):
             if getattr(self, name) < 1:
                 raise ValueError(f"PlanSpec.{name} must be positive, got {getattr(self, name)}")
 
@@ -104,9 +77,8 @@ class PlanSpec:
 
     @property
     def pool_pages(self) -> int:
-        if self.rollout_pages:
-            return self.rollout_pages
-        return self.rollout_slots * math.ceil(self.rollout_capacity / self.page_size)
+        """Pages of the rollout's KV pool (0 without a rollout)."""
+        return self.engine.pool_pages if self.engine else 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,44 +120,6 @@ class Breakdown:
 
     def get(self, name: str) -> int:
         return sum(item.bytes for item in self.items if item.name == name)
-
-
-@dataclasses.dataclass(frozen=True)
-class XlaMemory:
-    """`Compiled.memory_analysis()` per device, in bytes."""
-
-    argument: int
-    output: int
-    alias: int
-    temp: int
-    generated_code: int
-
-    @property
-    def peak(self) -> int:
-        """Live at once: inputs, outputs not written over donated inputs, scratch, code."""
-        return self.argument + self.output - self.alias + self.temp + self.generated_code
-
-
-class CompileOutOfMemory(RuntimeError):
-    """The compiler itself refused: the step needs more than the device has (the TPU compiler
-    checks its temporaries against HBM; the CPU one never does)."""
-
-    def __init__(self, message: str):
-        super().__init__(message)
-        # "the total memory required for HLO temporaries (223.25G) exceeds available HBM (95.74G)"
-        found = re.search(r"HLO temporaries \(([\d.]+)G\)", message)
-        self.required_temp = int(float(found.group(1)) * GIB) if found else None
-
-
-@dataclasses.dataclass(frozen=True)
-class CompileResult:
-    memory: XlaMemory
-    attention: str  # the implementation compiled
-    lower_s: float
-    compile_s: float
-    # A float32 copy of the saved layer inputs [L, B, T, D] in the compiled program: XLA's CPU
-    # backend makes one around the scan's bfloat16 dynamic-update-slice; GPU and TPU do not.
-    float32_residual_copy: int = 0
 
 
 # --- counting ----------------------------------------------------------------------------------
@@ -347,8 +281,9 @@ def _kv_pool_bytes(spec: PlanSpec, mesh: AbstractMesh) -> int:
     """K and V pools on one device: pages split over the batch shards of the rollout slots
     (the engine's own rule, `kv_cache.pool_page_axes`), KV heads over tensor."""
     cfg = spec.model
-    shape = (cfg.num_layers, spec.pool_pages, spec.page_size, cfg.num_kv_heads, cfg.head_dim)
-    layout = pool_spec(mesh, pool_page_axes(mesh, spec.rollout_slots), cfg.num_kv_heads)
+    engine = spec.engine
+    shape = (cfg.num_layers, engine.pool_pages, engine.page_size, cfg.num_kv_heads, cfg.head_dim)
+    layout = pool_spec(mesh, pool_page_axes(mesh, engine.num_slots), cfg.num_kv_heads)
     local = math.prod(
         size // (1 if axes is None else num_shards(mesh, _as_tuple(axes)))
         for size, axes in zip(shape, layout, strict=True)
@@ -440,7 +375,7 @@ def analytic_breakdown(spec: PlanSpec, attention: str | None = None) -> Breakdow
                 "rollout KV cache",
                 _kv_pool_bytes(spec, mesh),
                 "rollout",
-                f"{spec.pool_pages} pages of {spec.page_size}: pages split over the batch "
+                f"{spec.pool_pages} pages of {spec.engine.page_size}: pages split over the batch "
                 "shards of the slots, kv heads over tensor; released before training "
                 "(Engine.release)",
             )
@@ -462,159 +397,3 @@ def analytic_breakdown(spec: PlanSpec, attention: str | None = None) -> Breakdow
             )
         )
     return Breakdown(tuple(items), attention)
-
-
-# --- XLA -----------------------------------------------------------------------------------------
-
-
-def abstract_train_state(cfg: ModelConfig, mesh: Mesh, optimizer: OptimizerConfig | None = None):
-    """(graphdef, params, tx, opt_state) with ShapeDtypeStructs at the Trainer's shardings."""
-    model = abstract_model(cfg)
-    graphdef, state = nnx.split(model)
-    shardings = param_shardings(model, mesh)
-    params = jax.tree.map(
-        lambda v, s: v.replace(jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=s)),
-        state,
-        shardings,
-        is_leaf=is_variable,
-    )
-    tx = make_optimizer(optimizer or OptimizerConfig())
-    _, opt_shardings = state_shardings(tx, params)
-    opt_state = jax.tree.map(
-        lambda s, sharding: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
-        jax.eval_shape(tx.init, params),
-        opt_shardings,
-    )
-    return graphdef, params, tx, opt_state
-
-
-def abstract_batch(spec: PlanSpec, mesh: Mesh) -> dict[str, jax.ShapeDtypeStruct]:
-    """The step's batch fields, rows split over the mesh's batch axes as the Trainer places them."""
-    shape = (spec.batch_rows, spec.seq)
-    sharding = named_sharding(mesh, ("batch", "seq"), shape)
-    return {
-        k: jax.ShapeDtypeStruct(shape, BATCH_DTYPES[k], sharding=sharding) for k in BATCH_FIELDS
-    }
-
-
-def compile_train_step(
-    spec: PlanSpec,
-    mesh: Mesh,
-    objective: str = "dapo",
-    eps_low: float = 0.2,
-    eps_high: float = 0.28,
-) -> CompileResult:
-    """Compile the Trainer's DAPO step ahead of time on `mesh` and read XLA's memory analysis."""
-    cfg = spec.model
-    graphdef, params, tx, opt_state = abstract_train_state(cfg, mesh)
-    param_sh = jax.tree.map(lambda p: p.sharding, params)
-    opt_sh = jax.tree.map(lambda s: s.sharding, opt_state)
-    step = jit_train_step(param_sh, opt_sh)
-    started = time.perf_counter()
-    with activation_mesh(mesh):
-        lowered = step.lower(
-            TrainStep(graphdef, tx, objective, spec.micro_batches, eps_low, eps_high),
-            params,
-            opt_state,
-            abstract_batch(spec, mesh),
-        )
-    lowered_at = time.perf_counter()
-    try:
-        compiled = lowered.compile()
-    except jax.errors.JaxRuntimeError as error:
-        if "RESOURCE_EXHAUSTED" not in str(error):
-            raise
-        raise CompileOutOfMemory(str(error)) from error
-    done = time.perf_counter()
-    copy = 0
-    if jnp.dtype(cfg.dtype) != jnp.float32:
-        dims = _local_dims(("layers", "batch", "seq", None), _residual_stack(spec), mesh)
-        if f"f32[{','.join(map(str, dims))}]" in compiled.as_text():
-            copy = math.prod(dims) * 4
-    return CompileResult(
-        _memory(compiled), cfg.attention, lowered_at - started, done - lowered_at, copy
-    )
-
-
-def compile_decode_step(spec: PlanSpec, mesh: Mesh, num_steps: int = 16) -> XlaMemory:
-    """Compile the engine's decode program ahead of time for the rollout beside the step: the
-    trainer's parameters, the KV pool of `spec.rollout_slots` x `spec.rollout_capacity` (or
-    `rollout_pages`), every page of a slot visible. Its arguments are the parameters and the
-    engine state, so the rollout phase is this peak plus the optimizer state, which stays on
-    the devices but is no argument of decoding."""
-    from swejax.sampling import (
-        DecodeProgram,
-        EngineConfig,
-        SamplingParams,
-        abstract_state,
-        jit_decode,
-    )
-
-    cfg = spec.model
-    graphdef, params, _, _ = abstract_train_state(cfg, mesh)
-    config = EngineConfig(
-        num_slots=spec.rollout_slots,
-        capacity=spec.rollout_capacity,
-        page_size=spec.page_size,
-        num_pages=spec.pool_pages,
-    )
-    state = abstract_state(cfg, config, mesh)
-    program = DecodeProgram(
-        graphdef,
-        visible_pages=config.pages_per_slot,
-        num_steps=num_steps,
-        sampling=SamplingParams(),
-        stop_tokens=config.stop_tokens,
-        split_layer_weights=config.split_layer_weights,
-    )
-    # The engine's decode at the shardings its state is laid out at.
-    decode = jit_decode(jax.tree.map(lambda s: s.sharding, state))
-    with activation_mesh(mesh):
-        lowered = decode.lower(program, params, state, config.capacity)
-    try:
-        return _memory(lowered.compile())
-    except jax.errors.JaxRuntimeError as error:
-        if "RESOURCE_EXHAUSTED" not in str(error):
-            raise
-        raise CompileOutOfMemory(str(error)) from error
-
-
-def compile_attention(spec: PlanSpec, mesh: Mesh) -> XlaMemory:
-    """XLA's memory for one layer's attention alone, forward and backward, at the step's shapes
-    and shardings: what the compiled step's peak holds for attention while a layer is redone."""
-    cfg = spec.model
-    dtype = jnp.dtype(cfg.dtype)
-
-    def array(names, shape, dt=dtype):
-        return jax.ShapeDtypeStruct(shape, dt, sharding=named_sharding(mesh, names, shape))
-
-    rows, seq, N, K, H = spec.rows, spec.seq, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-    q = array(("batch", "seq", "act_heads", None), (rows, seq, N, H))
-    kv = array(("batch", "seq", "act_kv_heads", None), (rows, seq, K, H))
-    segments = array(("batch", "seq"), (rows, seq), jnp.int32)
-
-    def forward_backward(q, k, v, segment_ids, dout):
-        out, pullback = jax.vjp(
-            lambda q, k, v: attend(q, k, v, segment_ids, impl=cfg.attention), q, k, v
-        )
-        return pullback(dout)
-
-    with activation_mesh(mesh):
-        compiled = jax.jit(forward_backward).lower(q, kv, kv, segments, q).compile()
-    return _memory(compiled)
-
-
-def _memory(compiled) -> XlaMemory:
-    stats = compiled.memory_analysis()
-    return XlaMemory(
-        argument=stats.argument_size_in_bytes,
-        output=stats.output_size_in_bytes,
-        alias=stats.alias_size_in_bytes,
-        temp=stats.temp_size_in_bytes,
-        generated_code=stats.generated_code_size_in_bytes,
-    )
-
-
-def _residual_stack(spec: PlanSpec) -> tuple[int, ...]:
-    cfg = spec.model
-    return (cfg.num_layers, spec.rows, spec.seq, cfg.hidden_size)

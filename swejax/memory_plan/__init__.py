@@ -1,0 +1,56 @@
+"""Per-device memory of a training run, planned before any hardware is reserved.
+
+Two views of the run a config trains (`swejax.builder.plan_spec`): its train step (the
+Trainer's own `jit_train_step`) and the rollout beside it (the engine's decode program and KV
+pool).
+
+- `analytic_breakdown`: every part counted in bytes (`_analytic`).
+- `compile_train_step`, `compile_decode_step`, `compile_attention`: XLA's numbers, compiled
+  ahead of time for the target mesh on fake CPU devices or a TPU slice (`_compile`).
+
+`tools/plan_memory.py --config=FILE` prints both and whether each phase fits.
+"""
+
+from swejax.memory_plan._analytic import (
+    BATCH_DTYPES,
+    GIB,
+    Breakdown,
+    Item,
+    PlanSpec,
+    abstract_mesh,
+    analytic_breakdown,
+    local_elements,
+)
+from swejax.memory_plan._compile import (
+    CompileOutOfMemory,
+    CompileResult,
+    XlaMemory,
+    abstract_batch,
+    abstract_train_state,
+    compile_attention,
+    compile_decode_step,
+    compile_train_step,
+)
+from swejax.memory_plan._report import PlanOptions, format_report, plan
+
+__all__ = [
+    "BATCH_DTYPES",
+    "GIB",
+    "Breakdown",
+    "CompileOutOfMemory",
+    "CompileResult",
+    "Item",
+    "PlanOptions",
+    "PlanSpec",
+    "XlaMemory",
+    "abstract_batch",
+    "abstract_mesh",
+    "abstract_train_state",
+    "analytic_breakdown",
+    "compile_attention",
+    "compile_decode_step",
+    "compile_train_step",
+    "format_report",
+    "local_elements",
+    "plan",
+]
