@@ -19,6 +19,9 @@ group, keep an online softmax over blocks of pages in float32, and stop at the s
 Split-K (`num_splits`): with few slots and long contexts, one program per (slot, KV head) leaves
 most of a GPU idle. The pages are then cut into `num_splits` contiguous ranges, each program
 returns its partial output with its log-sum-exp, and a small XLA merge combines them.
+
+One module, though over 400 lines: the API, its reference, the two lowerings and the split-K
+merge share one page-block schedule and one set of argument checks, and are read together.
 """
 
 from __future__ import annotations

@@ -28,6 +28,10 @@ with grouped queries, where Q is Nq/Nkv times K. So a model permutes its tokens 
 (`to_zigzag` on token ids, positions and segment ids; `from_zigzag` on the final hidden states),
 every position-wise layer is indifferent to the order, and each attention call passes
 `zigzagged=True`. Non-causal attention needs no balance and skips the reorder.
+
+One module, though over 400 lines: the forward ring, its custom-VJP backward ring and the zigzag
+layout they both assume are one algorithm, and splitting them would separate the shift schedule
+from the chunk arithmetic it depends on.
 """
 
 from __future__ import annotations

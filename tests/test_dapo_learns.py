@@ -10,6 +10,7 @@ token from the whole vocabulary, so a random policy scores about 1/16 per turn.
 import time
 
 import numpy as np
+import pytest
 
 from swejax.config import OptimizerConfig
 from swejax.models import ModelConfig, build_model
@@ -65,6 +66,7 @@ def _rollout(engine: Engine, tasks: np.ndarray) -> list[Trajectory]:
     return trajectories
 
 
+@pytest.mark.slow
 def test_dapo_lifts_a_random_policy_on_a_multi_turn_task_to_a_reward_of_0_9():
     begun = time.perf_counter()
     model = _toy_model()

@@ -133,6 +133,7 @@ def test_unsupported_input_raises():
         paged_decode_attention(q[:, :3], k_pool, v_pool, layer, table, lengths, interpret=True)
 
 
+@pytest.mark.slow
 def test_the_engine_decoding_with_the_kernel_equals_the_reference_engine():
     """The model's decode steps through `attend_paged_decode` (the kernel in Pallas's
     interpreter, run per device's slots, pages and KV heads on an fsdp=4, tensor=2 mesh) give

@@ -110,6 +110,7 @@ def _host_processes(prefix: str) -> list[str]:
     return [line for line in listing.splitlines() if line.startswith(prefix)]
 
 
+@pytest.mark.slow
 def test_background_processes_die_with_their_command_and_the_sandbox():
     with open_sandbox(None, "docker", image=ROMAN.docker_image) as sb:
         result = sb.run("(sleep 7332 &); echo started", timeout=10)
@@ -124,6 +125,7 @@ def test_background_processes_die_with_their_command_and_the_sandbox():
     assert not _host_processes("sleep 7333")  # gone with the container
 
 
+@pytest.mark.slow
 def test_reaper_removes_containers_of_dead_owners_only():
     dead = subprocess.Popen(["true"])
     dead.wait()
@@ -155,6 +157,7 @@ def test_errors_name_the_missing_image_and_a_closed_sandbox():
 
 
 @pytest.mark.parametrize("task", [ROMAN, SEMVER], ids=lambda t: t.instance_id)
+@pytest.mark.slow
 def test_scripted_episodes_graded_in_the_image(task):
     gold = [f"Fix.\n```command\n{c}\n```" for c in patch_commands(task.patch)]
     replies = [*gold, "Done.\n```command\nsubmit\n```"]
@@ -168,6 +171,7 @@ def test_scripted_episodes_graded_in_the_image(task):
     assert not grade(task, "", runtime="docker").resolved
 
 
+@pytest.mark.slow
 def test_validate_tasks_on_docker(tmp_path, capsys):
     import json
 

@@ -154,6 +154,7 @@ def _merge(parts):
 
 
 @pytest.mark.parametrize("backend", ["gpu", "tpu"])
+@pytest.mark.slow
 def test_block_contract_over_key_shards(backend):
     """flash_forward on two key shards, merged, then flash_backward per shard with the FINAL
     out/lse, equals attention over all keys and its VJP: the contract ring attention uses.
@@ -208,6 +209,7 @@ def test_block_contract_over_key_shards(backend):
 
 
 @pytest.mark.parametrize("backend", ["gpu", "tpu"])
+@pytest.mark.slow
 def test_rows_that_see_no_key(backend):
     """Causal with T > S: the first T - S queries precede every key. They get out = 0 and
     lse = -inf; the backward is finite and they add nothing to dk and dv. 10 of them share the
@@ -265,6 +267,7 @@ def test_default_tiles_fit_each_backend():
     assert flash.BlockSizes.for_backend() == gpu  # CPU runs the GPU layout in interpret mode
 
 
+@pytest.mark.slow
 def test_bench_smoke(tmp_path):
     path = Path(__file__).parents[1] / "tools" / "bench_attention.py"
     spec = importlib.util.spec_from_file_location("bench_attention", path)

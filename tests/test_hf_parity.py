@@ -68,6 +68,7 @@ def test_left_padding_matches_hf(tmp_path):
 
 
 @pytest.mark.parametrize("tied", [False, True])
+@pytest.mark.slow
 def test_saved_model_loads_in_transformers(tied, tmp_path):
     cfg = preset("tiny", vocab_size=160, tie_word_embeddings=tied, num_layers=3)
     model = randomize(build_model(cfg, seed=4), seed=4)

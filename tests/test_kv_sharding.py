@@ -102,6 +102,7 @@ def _lowered_decode(engine, mesh):
 
 
 @pytest.mark.parametrize("mesh_name", list(MESHES))
+@pytest.mark.slow
 def test_sharded_pool_engine_equals_unsharded(model, mesh_name):
     shape, axes, local_pages = MESHES[mesh_name]
     mesh = make_mesh(**shape)
@@ -170,6 +171,7 @@ def test_decode_on_a_context_mesh_moves_no_pages(model):
         assert f"= {attention_out}" in line and " all-gather(" in line, line
 
 
+@pytest.mark.slow
 def test_a_shard_out_of_pages_ends_only_its_own_slots(model):
     mesh = make_mesh(data=1, fsdp=4, tensor=2)
     config = EngineConfig(num_slots=8, capacity=64, page_size=4, num_pages=12, chunk=4)

@@ -31,6 +31,7 @@ def model():
     return randomize(build_model(preset("tiny", vocab_size=256, num_layers=3), seed=0), seed=1)
 
 
+@pytest.mark.slow
 def test_packed_segments_equal_separate_sequences(model):
     rng = np.random.default_rng(0)
     lengths = [7, 12, 5]
@@ -76,6 +77,7 @@ MESHES = {
 
 
 @pytest.mark.parametrize("mesh_name", sorted(MESHES))
+@pytest.mark.slow
 def test_sharded_forward_equals_unsharded(model, mesh_name):
     mesh = make_mesh(**MESHES[mesh_name])
     sharded = place_state(model, mesh)
@@ -90,6 +92,7 @@ def test_sharded_forward_equals_unsharded(model, mesh_name):
     assert diff <= TOL, f"{mesh_name}: max abs difference {diff:.2e}"
 
 
+@pytest.mark.slow
 def test_sharded_init_places_weights_on_the_mesh():
     mesh = make_mesh(fsdp=4, tensor=2)
     model = build_model(preset("tiny"), mesh, seed=0)
@@ -190,6 +193,7 @@ def test_orbax_checkpoint_round_trip_onto_a_mesh(model, tmp_path):
 
 
 @pytest.mark.parametrize("policy", ["full", "dots", "save_attn_mlp_out"])
+@pytest.mark.slow
 def test_remat_policies_keep_values_and_gradients(model, policy):
     ids = jnp.asarray(np.random.default_rng(3).integers(0, 256, (2, 16)).astype(np.int32))
     remat = nnx.merge(

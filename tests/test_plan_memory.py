@@ -8,6 +8,7 @@ import sys
 import time
 
 import jax
+import pytest
 from flax import nnx
 
 from swejax.config import EngineConfig, OptimizerConfig
@@ -75,6 +76,7 @@ def test_undivided_axes_are_replicated():
     assert local_elements(("embed", "heads", "head_dim"), (8192, 64, 128), mesh) == 512 * 8 * 128
 
 
+@pytest.mark.slow
 def test_trainer_state_has_the_planned_shardings():
     mesh = make_mesh(data=2, fsdp=2, tensor=2)
     model = place_state(build_model(preset("tiny")), mesh)
@@ -98,6 +100,7 @@ def plan_memory_report(*args: str, timeout: int = 600) -> dict:
     return json.loads(run.stdout)
 
 
+@pytest.mark.slow
 def test_compile_7b_step_at_32k_on_64_devices():
     started = time.perf_counter()
     report = plan_memory_report(
@@ -128,6 +131,7 @@ def test_compile_7b_step_at_32k_on_64_devices():
     print(f"7B at 32k on 64 devices: {time.perf_counter() - started:.0f} s")
 
 
+@pytest.mark.slow
 def test_the_planner_plans_the_run_a_config_trains():
     """The paper's stage 1 as its config file sets it: 128 devices as fsdp=8 x tensor=8 x
     context=2, one 65k row per batch shard in each of 16 micro-batches of the 128-trajectory

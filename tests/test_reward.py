@@ -1,4 +1,4 @@
-"""The reward of SPEC.md against hand-computed values."""
+"""The reward of docs/method.md against hand-computed values."""
 
 import pytest
 
@@ -11,7 +11,7 @@ from swejax.rl import episode_reward, length_penalty
         (0, 10, 40, 0.0),
         (9, 10, 40, 0.0),
         (10, 10, 40, 0.0),
-        (25, 10, 40, -0.5),  # SPEC: a correct answer in 25 of 40 turns earns 0.5
+        (25, 10, 40, -0.5),  # docs/method.md: a correct answer in 25 of 40 turns earns 0.5
         (40, 10, 40, -1.0),
         (45, 10, 80, -35 / 70),  # stage 2
         (80, 10, 80, -1.0),

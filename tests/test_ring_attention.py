@@ -53,6 +53,7 @@ def _assert_close(actual, expected, what):
 
 @pytest.mark.parametrize("causal", [True, False])
 @pytest.mark.parametrize("segmented", [False, True])
+@pytest.mark.slow
 def test_block_pair_matches_reference_vjp(causal, segmented):
     # 6 queries over 10 keys (causal: the last 6 positions), 4 query heads on 2 kv heads.
     q, k, v, dout = _qkv(0, 2, 6, 10, 4, 2)
@@ -116,6 +117,7 @@ RING_CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(RING_CASES))
+@pytest.mark.slow
 def test_ring_matches_reference(case):
     mesh_shape, causal, segmented = RING_CASES[case]
     mesh = make_mesh(**mesh_shape)
@@ -159,6 +161,7 @@ def test_zigzag_order_puts_chunks_r_and_2n_minus_1_minus_r_on_device_r():
     assert to_zigzag(tokens, mesh=None) is tokens  # no ring: nothing to do
 
 
+@pytest.mark.slow
 def test_ring_on_inputs_already_in_zigzag_order():
     """What the model does: permute once, attend with zigzagged=True, permute the output back;
     outputs and gradients equal the reference's."""
@@ -185,6 +188,7 @@ def test_ring_on_inputs_already_in_zigzag_order():
         _assert_close(got, want, name)
 
 
+@pytest.mark.slow
 def test_the_model_reorders_tokens_once_not_in_every_layer():
     """With the ring on context=4, the compiled model gradient passes only K/V blocks (and the
     dK/dV sums) between devices inside the layers: no collective moves a query-shaped or
@@ -209,6 +213,7 @@ def test_the_model_reorders_tokens_once_not_in_every_layer():
     assert not [s for s in shapes if s.endswith(",8,16")], f"query-shaped permutes: {shapes}"
 
 
+@pytest.mark.slow
 def test_ring_without_a_mesh_is_blockwise_attention():
     q, k, v, _ = _qkv(6, 2, 12, 12, 4, 1)
     segments = _segments(7, 2, 12)
@@ -286,6 +291,7 @@ def _packed_batch(batch, length, vocab):
         ("flash", {"fsdp": 4, "tensor": 2}),
     ],
 )
+@pytest.mark.slow
 def test_model_with_each_attention_matches_the_unsharded_reference(attention, mesh_shape):
     cfg = preset("tiny", vocab_size=128, num_layers=2)
     reference_model = _randomize(build_model(cfg, seed=0), seed=1)

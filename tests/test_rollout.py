@@ -58,6 +58,7 @@ def _runner(model, slots=3, max_turns=3, max_reply=24, capacity=4096):
     )
 
 
+@pytest.mark.slow
 def test_rollout_trajectories_are_token_exact(model, tmp_path):
     jobs = [(TASKS["swejax__b_roman_repeat"], g) for g in range(2)]
     jobs += [(TASKS["swejax__a_duration_days"], g) for g in range(2)]
@@ -98,6 +99,7 @@ def test_rollout_trajectories_are_token_exact(model, tmp_path):
     assert 0.0 <= stats.idle_fraction < 1.0 and stats.trajectories == 4
 
 
+@pytest.mark.slow
 def test_a_context_that_fills_up_ends_the_episode(model):
     runner = _runner(model, slots=1, max_turns=40, max_reply=64, capacity=1408)
     (t,), _ = runner.run([(TASKS["swejax__b_roman_repeat"], 0)])

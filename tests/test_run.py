@@ -69,6 +69,7 @@ def _kinds(rows, kind):
     return [r for r in rows if kind == r.KIND]
 
 
+@pytest.mark.slow
 def test_a_run_crashed_mid_iteration_resumes_without_loss_or_repeat(tmp_path, monkeypatch):
     ctx = _run(_config(tmp_path, iterations=2))
     real_iteration = phases.dapo_iteration
@@ -155,6 +156,7 @@ def test_bad_task_selection_and_rft_source_are_clear_errors(tmp_path):
         train(ctx)
 
 
+@pytest.mark.slow
 def test_eval_mode_scores_a_run_and_writes_predictions(tmp_path, capsys):
     from swejax.main import main
     from swejax.tasks import VERIFIED_50
@@ -207,6 +209,7 @@ def _main_job(tmp_path, iterations, kill_at=""):
     return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_kill_9_at_any_point_loses_no_finished_iteration_and_repeats_none(tmp_path):
     run = tmp_path / "k"
     lines = {}
@@ -234,6 +237,7 @@ def test_kill_9_at_any_point_loses_no_finished_iteration_and_repeats_none(tmp_pa
     assert "resuming from checkpoint" in result.stderr
 
 
+@pytest.mark.slow
 def test_pi_old_by_recomputation_trains_on_the_recomputed_logprobs(tmp_path, monkeypatch):
     seen = {}
     real_recompute, real_train_on = phases.recomputed_logprobs, phases.train_on
@@ -300,6 +304,7 @@ def test_curation_between_stages_keeps_tasks_solved_sometimes(tmp_path):
         curated_tasks(tasks, str(tmp_path / "nowhere"))
 
 
+@pytest.mark.slow
 def test_a_new_stage_starts_from_the_last_runs_weights(tmp_path):
     import jax
     from flax import nnx

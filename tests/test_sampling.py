@@ -52,6 +52,7 @@ def _log_softmax_of_forward(model, sequence):
     return np.asarray(jax.nn.log_softmax(logits, axis=-1))
 
 
+@pytest.mark.slow
 def test_greedy_matches_transformers_generate(hf_and_ours):
     hf, ours = hf_and_ours
     prompts = [[5, 7, 9, 11, 13], [1, 2, 3], [100, 50, 25, 12, 6, 3, 1, 0], list(range(40, 70))]
@@ -71,6 +72,7 @@ def test_greedy_matches_transformers_generate(hf_and_ours):
         assert out.stop_reason == StopReason.BUDGET
 
 
+@pytest.mark.slow
 def test_multi_turn_extend_equals_one_forward_pass(model):
     """prefill, decode, extend, decode, over a slot that held a longer sequence before."""
     engine = Engine(
@@ -110,6 +112,7 @@ def test_multi_turn_extend_equals_one_forward_pass(model):
     assert len(sampled) == 21
 
 
+@pytest.mark.slow
 def test_sampler_logprobs_equal_training_forward_in_float32(model):
     prompts = [[1, 2, 3, 4], [9, 8, 7], [20] * 11]
     outs = generate(model, prompts, max_new_tokens=16, temperature=1.0, seed=5)
@@ -119,6 +122,7 @@ def test_sampler_logprobs_equal_training_forward_in_float32(model):
             assert abs(expected[len(prompt) + i - 1, token] - logprob) <= TOL
 
 
+@pytest.mark.slow
 def test_bfloat16_sampler_logprob_gap_is_small(model, capsys):
     cfg = model.cfg.replace(dtype="bfloat16")
     bf16 = nnx.merge(nnx.graphdef(abstract_model(cfg)), nnx.state(model))
@@ -154,6 +158,7 @@ def test_temperature_sampling_draws_from_the_softmax():
     )
 
 
+@pytest.mark.slow
 def test_engine_first_tokens_follow_the_model_distribution():
     tiny = randomize(build_model(preset("tiny", vocab_size=8, num_layers=1), seed=0), seed=9)
     slots = 512
@@ -188,6 +193,7 @@ def test_filters_are_refused_for_training_and_restrict_support():
     assert set(np.asarray(topp)[:, 0].tolist()) == {1}
 
 
+@pytest.mark.slow
 def test_stop_tokens_budget_and_context_full(model):
     greedy = generate(model, [[1, 2, 3]], max_new_tokens=10)[0].tokens
     stop = greedy[4]
@@ -207,6 +213,7 @@ def test_stop_tokens_budget_and_context_full(model):
         engine.prefill(1, list(range(13)))
 
 
+@pytest.mark.slow
 def test_sharded_engine_equals_unsharded_without_recompiling(model):
     mesh = make_mesh(data=2, fsdp=2, tensor=2)
     sharded = place_state(model, mesh)
@@ -237,6 +244,7 @@ def test_sharded_engine_equals_unsharded_without_recompiling(model):
             np.testing.assert_allclose(a.logprobs[slot], b.logprobs[slot], atol=TOL)
 
 
+@pytest.mark.slow
 def test_pages_follow_the_tokens_and_an_exhausted_pool_ends_a_turn_cleanly(model):
     config = EngineConfig(num_slots=2, capacity=64, page_size=4, num_pages=6, chunk=4)
     engine = Engine(model, config, SamplingParams(temperature=1.0), seed=1)
@@ -259,6 +267,7 @@ def test_pages_follow_the_tokens_and_an_exhausted_pool_ends_a_turn_cleanly(model
     assert engine.free_pages() == 4
 
 
+@pytest.mark.slow
 def test_batched_prefill_and_extend_equal_forward_passes(model):
     """Several slots fed together, in groups of 2 rows and chunks of 4, over several rounds."""
     config = EngineConfig(

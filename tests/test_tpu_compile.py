@@ -24,6 +24,7 @@ from swejax_kernels.decode import paged_decode_attention
 from swejax_kernels.platform import lowering_for
 
 GIB = 2**30
+pytestmark = pytest.mark.tpu  # the TPU compiler, from tools/setup.sh; no TPU
 
 if libtpu_path() is None:
     # tools/setup.sh installs it; CI must not pass by skipping.
@@ -57,6 +58,7 @@ def _compile_flash_gradient(topology, q_len, block_sizes=None, segmented=False, 
 
 
 @pytest.mark.parametrize("topology", GENERATIONS)
+@pytest.mark.slow
 def test_flash_at_32k_compiles_on_each_generation(topology):
     compiled = _compile_flash_gradient(topology, 32768)
     # The forward, dq and dk/dv kernels; nothing T x S in HBM (the float32 scores of 8 heads
@@ -75,6 +77,7 @@ def test_several_kv_heads_per_chip_compile():
     _compile_flash_gradient("v6e:2x2", 16384, heads=(28, 4))
 
 
+@pytest.mark.slow
 def test_tiles_too_big_for_vmem_are_refused_by_the_compiler():
     """The check is real: a 1024 x 4096 float32 logit tile (16 MiB) and its exponentials do
     not fit a TensorCore's scoped VMEM, and the compiler says so."""
@@ -116,6 +119,7 @@ def test_paged_decode_kernel_compiles(topology, kv_heads, num_splits):
     assert compiled.memory_analysis().temp_size_in_bytes < 64 * 2**20
 
 
+@pytest.mark.slow
 def test_the_ring_train_step_and_decode_compile_for_a_slice():
     """plan_memory on an 8-chip v5p slice: the Trainer's DAPO step with ring attention (flash
     blocks, zigzag over context=4, fsdp=2) and the engine's decode program (the paged decode

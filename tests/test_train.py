@@ -52,6 +52,7 @@ def _fields(packed):
 
 
 @pytest.mark.parametrize("chunk", [1024, 5])  # one chunk; chunks that do not divide the row
+@pytest.mark.slow
 def test_packed_logprobs_equal_each_sequence_alone(chunk):
     model = build_model(CFG, seed=0)
     items, packed = _batch()
@@ -94,6 +95,7 @@ def _assert_close(a, b):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * float(np.abs(b).max()))
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_equals_the_whole_batch():
     fields = _fields(_batch()[1])
     whole, m1 = _gradient(1, fields)
@@ -103,6 +105,7 @@ def test_gradient_accumulation_equals_the_whole_batch():
     assert max(float(np.abs(g).max()) for g in jax.tree.leaves(whole)) > 0
 
 
+@pytest.mark.slow
 def test_sharded_step_equals_unsharded():
     fields = _fields(_batch()[1])
     plain, m_plain = _gradient(2, fields)
@@ -114,6 +117,7 @@ def test_sharded_step_equals_unsharded():
     assert not trainer.step(fields)["skipped"]  # the Trainer places rows on the mesh itself
 
 
+@pytest.mark.slow
 def test_a_non_finite_step_is_skipped_not_applied():
     fields = _fields(_batch()[1])
     fields["advantages"] = np.where(fields["loss_mask"], np.nan, 0.0).astype(np.float32)
@@ -127,6 +131,7 @@ def test_a_non_finite_step_is_skipped_not_applied():
 
 
 @pytest.mark.parametrize("objective", ["sft", "dapo"])
+@pytest.mark.slow
 def test_the_objectives_train(objective):
     model = build_model(CFG, seed=0)
     _, packed = _batch(seed=3)
@@ -164,6 +169,7 @@ def test_weight_decay_applies_to_matrices_only():
     np.testing.assert_allclose(updates["matrix"], -0.1 * 0.5 * params["matrix"], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_chunked_output_head_has_the_same_gradient():
     model = build_model(CFG, seed=0)
     _, packed = _batch()
@@ -180,6 +186,7 @@ def test_chunked_output_head_has_the_same_gradient():
     jax.tree.map(_assert_close, jax.tree.map(np.asarray, chunked), jax.tree.map(np.asarray, whole))
 
 
+@pytest.mark.slow
 def test_the_train_step_benchmark_runs_and_reports_throughput(tmp_path):
     import importlib.util
     import json

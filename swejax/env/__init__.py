@@ -1,4 +1,5 @@
-"""The SWE environment: sandboxes (and, later, the scaffold and grading)."""
+"""The SWE environment: sandboxes (`swejax.env.sandbox`), the scaffold (`swejax.env.scaffold`)
+and grading (`swejax.env.grading`)."""
 
 from swejax.env.sandbox import RunResult, SandboxError, SandboxLimits, open_sandbox
 

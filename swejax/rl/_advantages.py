@@ -1,4 +1,4 @@
-"""Group-relative advantages and the zero-advantage filter of SPEC.md, Phase 2 (steps 4 and 5)."""
+"""Group-relative advantages and the zero-advantage filter of DAPO (docs/method.md, steps 4-5)."""
 
 from __future__ import annotations
 
@@ -35,5 +35,6 @@ def group_advantages(
 
 
 def keep_nonzero(advantages: np.ndarray) -> np.ndarray:
-    """Which trajectories train: those with a non-zero advantage (no refill; SPEC.md step 5)."""
+    """Which trajectories train: those with a non-zero advantage (no refill: docs/method.md,
+    step 5)."""
     return np.asarray(advantages) != 0.0

@@ -1,4 +1,4 @@
-"""The multi-turn DAPO objective of SPEC.md, Phase 2, step 6.
+"""The multi-turn DAPO objective (docs/method.md, Phase 2, step 6).
 
 Per action token t of a trajectory with advantage A: the ratio r_t = exp(logp_t - old_logp_t)
 and the clipped surrogate min(r_t A, clip(r_t, 1 - eps_low, 1 + eps_high) A). The loss is minus

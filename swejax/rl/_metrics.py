@@ -1,5 +1,5 @@
 """Pass@1 over k runs with its standard error, Pass@k by the unbiased estimator, and the task
-pool curation between DAPO stages (SPEC.md)."""
+pool curation between DAPO stages (docs/method.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The episode reward of SPEC.md: tests passed, minus a penalty for long episodes."""
+"""The episode reward (docs/method.md): tests passed, minus a penalty for long episodes."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Rejection fine-tuning data (SPEC.md, Phase 1): successful trajectories, trained on their
+"""Rejection fine-tuning data (docs/method.md, Phase 1): successful trajectories, trained on their
 assistant tokens only, with the turns that caused a format error kept in the context but masked
 out of the loss."""
 

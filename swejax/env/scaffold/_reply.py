@@ -1,8 +1,9 @@
 """Reading a model reply: its reasoning, and exactly one fenced `command` block, or a format error.
 
-SPEC.md: each reply holds some reasoning and exactly one block fenced as ```command ... ```. No
-block or more than one is a format error; the environment answers with the `format_error`
-prompt and the episode goes on (the turn stays in the context but is masked out of RFT's loss).
+As in the paper (docs/method.md), each reply holds some reasoning and exactly one block fenced
+as ```command ... ```. No block or more than one is a format error; the environment answers with
+the `format_error` prompt and the episode goes on (the turn stays in the context but is masked
+out of RFT's loss).
 """
 
 from __future__ import annotations

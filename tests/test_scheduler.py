@@ -1,0 +1,144 @@
+"""The rollout scheduler over a scripted stand-in for the engine: every job runs, slots are
+reused, strict alternation gives the same episodes, a failing episode stops the rollout
+without a hang, and a prompt that cannot fit is a harness error, not a crash."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from swejax.config import EngineConfig, RolloutConfig, ScaffoldConfig
+from swejax.env.grading import GradeResult
+from swejax.env.sandbox import bwrap_available
+from swejax.rollout import EpisodeEnv, RolloutRunner
+from swejax.sampling import ContextFull, DecodeResult, StopReason
+from swejax.tasks import builtin_tasks
+from swejax.tokenizer import im_end_id, load_tokenizer
+
+if not bwrap_available():
+    if os.environ.get("CI"):
+        raise RuntimeError("CI must install bubblewrap (see .ci/run)")
+    pytest.skip("bubblewrap is not installed", allow_module_level=True)
+
+TOKENIZER = load_tokenizer()
+IM_END = im_end_id(TOKENIZER)
+TASKS = builtin_tasks()[:3]
+
+
+class ScriptedEngine:
+    """The engine's slot API over host lists: every reply is `reply_text`, sampled at once."""
+
+    def __init__(self, num_slots: int, capacity: int, reply_text: str):
+        self.config = EngineConfig(num_slots=num_slots, capacity=capacity, stop_tokens=(IM_END,))
+        self.reply = [*TOKENIZER.encode(reply_text, add_special_tokens=False), IM_END]
+        self.lengths = [0] * num_slots
+        self.budget: dict[int, int] = {}
+        self.calls: list[tuple[str, int]] = []
+
+    def _fill(self, slot: int, ids, start: int) -> None:
+        if start + len(ids) > self.config.capacity:
+            raise ContextFull(f"slot {slot} is full")
+        self.lengths[slot] = start + len(ids)
+
+    def prefill(self, slot, ids) -> None:
+        self.calls.append(("prefill", slot))
+        self._fill(slot, ids, 0)
+
+    def extend(self, slot, ids) -> None:
+        self.calls.append(("extend", slot))
+        self._fill(slot, ids, self.lengths[slot])
+
+    def length(self, slot) -> int:
+        return self.lengths[slot]
+
+    def start_turn(self, slot, max_tokens) -> None:
+        self.budget[slot] = max_tokens
+
+    def decode(self) -> DecodeResult:
+        slots = self.config.num_slots
+        tokens = [np.zeros(0, np.int32) for _ in range(slots)]
+        stopped, reasons = np.zeros(slots, bool), np.zeros(slots, np.int32)
+        for slot, budget in self.budget.items():
+            tokens[slot] = np.asarray(self.reply[:budget], np.int32)
+            self.lengths[slot] += len(tokens[slot])
+            stopped[slot] = True
+            reasons[slot] = (
+                StopReason.STOP_TOKEN if budget >= len(self.reply) else StopReason.BUDGET
+            )
+        self.budget = {}
+        return DecodeResult(
+            tokens, [np.zeros(len(t), np.float32) for t in tokens], stopped, reasons
+        )
+
+    def free(self, slot) -> None:
+        self.calls.append(("free", slot))
+        self.lengths[slot] = 0
+
+
+def _not_graded(task, submission, runtime) -> GradeResult:
+    return GradeResult(False, {}, True, ())
+
+
+def _runner(engine, grader=_not_graded, overlap=True, max_turns=2):
+    env = EpisodeEnv("bwrap", ScaffoldConfig(max_turns=max_turns), l_thr=1, grader=grader)
+    return RolloutRunner(
+        engine, TOKENIZER, RolloutConfig(max_reply_tokens=64, workers=2), env, overlap
+    )
+
+
+def _by_job(trajectories):
+    return {(t.task_id, t.group): t for t in trajectories}
+
+
+def test_every_job_runs_on_the_slots_and_alternation_gives_the_same_episodes():
+    jobs = [(task, group) for task in TASKS for group in range(2)]  # 6 jobs on 2 slots
+    engine = ScriptedEngine(2, 4096, "Look first.\n```command\nls\n```")
+    overlapped, stats = _runner(engine).run(jobs)
+    assert sorted(_by_job(overlapped)) == sorted((t.instance_id, g) for t, g in jobs)
+    assert [kind for kind, _ in engine.calls].count("prefill") == 6  # a slot per job
+    assert {slot for _, slot in engine.calls} == {0, 1}
+    for t in overlapped:  # two turns of `ls`, the prompt and an observation in between
+        assert t.end_reason == "turn_limit" and t.num_turns == 2 and not t.infrastructure_error
+        assert t.tokens.count(IM_END) >= 3 and t.reward == -1.0
+    assert stats.trajectories == 6 and stats.sampled_tokens == 12 * len(engine.reply)
+    alternating, stats = _runner(
+        ScriptedEngine(2, 4096, "Look first.\n```command\nls\n```"), overlap=False
+    ).run(jobs)
+    for job, t in _by_job(alternating).items():
+        assert t.tokens == _by_job(overlapped)[job].tokens
+
+
+def test_a_failing_episode_stops_the_rollout_and_no_thread_is_left_waiting():
+    def grader(task, submission, runtime):
+        if task.instance_id == TASKS[1].instance_id:
+            raise RuntimeError("the grader broke")
+        time.sleep(0.2)
+        return _not_graded(task, submission, runtime)
+
+    before = threading.active_count()
+    engine = ScriptedEngine(3, 4096, "Done.\n```command\nsubmit\n```")
+    started = time.perf_counter()
+    with pytest.raises(RuntimeError, match="the grader broke"):
+        _runner(engine, grader).run([(task, 0) for task in TASKS] * 2)
+    assert time.perf_counter() - started < 60
+    assert threading.active_count() == before  # every episode thread has ended
+
+
+def test_a_prompt_longer_than_the_context_is_a_harness_error():
+    engine = ScriptedEngine(1, 64, "```command\nsubmit\n```")
+    (t,), _ = _runner(engine).run([(TASKS[0], 0)])
+    assert t.end_reason == "context_full" and "do not fit" in t.infrastructure_error
+    assert t.tokens == [] and t.reward == 0.0
+
+
+def test_a_context_that_fills_during_a_reply_ends_the_episode_with_the_reply_kept():
+    engine = ScriptedEngine(1, 4096, "```command\nls\n```")
+    prompt_only = _runner(engine).run([(TASKS[0], 0)])[0][0].turns[0][0]
+    capacity = prompt_only + 3  # room for three reply tokens
+    (t,), _ = _runner(ScriptedEngine(1, capacity, "```command\nls\n```")).run([(TASKS[0], 0)])
+    assert t.end_reason == "context_full" and t.num_turns == 1 and len(t.tokens) == capacity
+    assert not t.infrastructure_error
