@@ -231,3 +231,17 @@ def test_the_main_job_without_bubblewrap_says_how_to_install_it(monkeypatch, cap
     assert main([]) == 2
     line = _one_error_line(capsys.readouterr())
     assert "apt-get install bubblewrap" in line and "tools/setup.sh --main" in line
+
+
+def test_validate_tasks_takes_its_source_and_runtime_from_the_config(tmp_path, capsys):
+    import json
+
+    report = tmp_path / "report.json"
+    task = "swejax__b_roman_repeat"
+    args = ["validate-tasks", f"--only={task}", f"--report={report}"]
+    assert main([*args, "--config.tasks.runtime=bwrap"]) == 0
+    assert "1 of 1 tasks valid" in capsys.readouterr().out
+    assert json.loads(report.read_text())["runtime"] == "bwrap"
+    missing = tmp_path / "none.jsonl"
+    assert main([*args, f"--config.tasks.source={missing}"]) == 2
+    assert "cannot load tasks" in _one_error_line(capsys.readouterr())

@@ -170,7 +170,8 @@ def test_eval_mode_scores_a_run_and_writes_predictions(tmp_path, capsys):
         "--config.dapo.l_thr=1",
     ]
     predictions, report = tmp_path / "predictions.jsonl", tmp_path / "report.json"
-    argv = ["eval", f"--only={TASK}", "--runs=2", "--temperature=0.7", "--top-k=50"]
+    # Without --only or --set: the config's evaluation tasks (here its one training task).
+    argv = ["eval", "--runs=2", "--temperature=0.7", "--top-k=50", f"--config.tasks.train={TASK}"]
     argv += [f"--predictions={predictions}", f"--report={report}", *config]
     assert main(argv) == 0
     out = capsys.readouterr().out
