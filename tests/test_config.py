@@ -402,19 +402,66 @@ def test_base_config_holds_every_key_of_every_section():
 
 
 # Every key of the schema before the typed sections (users' commands and scripts set them).
-EARLIER_KEYS = """
-name seed run_dir tokenizer model.preset model.checkpoint model.dtype model.param_dtype
-model.remat model.attention mesh.data mesh.fsdp mesh.tensor mesh.context tasks.source
-tasks.train tasks.eval tasks.runtime tasks.curate_from scaffold.max_turns scaffold.window
-scaffold.max_observation_chars scaffold.command_timeout scaffold.prompts rollout.slots
-rollout.capacity rollout.page_size rollout.num_pages rollout.max_reply_tokens
-rollout.steps_per_call rollout.workers rollout.temperature rft.source rft.attempts rft.epochs
-rft.batch_size rft.learning_rate rft.warmup_steps rft.weight_decay rft.mask_format_errors
-dapo.iterations dapo.tasks_per_iteration dapo.group_size dapo.batch_size dapo.eps_low
-dapo.eps_high dapo.learning_rate dapo.weight_decay dapo.l_thr dapo.pi_old train.row_length
-train.micro_batches train.grad_clip train.checkpoint_keep train.init_from eval.every eval.runs
-eval.temperature
-""".split()
+EARLIER_KEYS = [
+    "name",
+    "seed",
+    "run_dir",
+    "tokenizer",
+    "model.preset",
+    "model.checkpoint",
+    "model.dtype",
+    "model.param_dtype",
+    "model.remat",
+    "model.attention",
+    "mesh.data",
+    "mesh.fsdp",
+    "mesh.tensor",
+    "mesh.context",
+    "tasks.source",
+    "tasks.train",
+    "tasks.eval",
+    "tasks.runtime",
+    "tasks.curate_from",
+    "scaffold.max_turns",
+    "scaffold.window",
+    "scaffold.max_observation_chars",
+    "scaffold.command_timeout",
+    "scaffold.prompts",
+    "rollout.slots",
+    "rollout.capacity",
+    "rollout.page_size",
+    "rollout.num_pages",
+    "rollout.max_reply_tokens",
+    "rollout.steps_per_call",
+    "rollout.workers",
+    "rollout.temperature",
+    "rft.source",
+    "rft.attempts",
+    "rft.epochs",
+    "rft.batch_size",
+    "rft.learning_rate",
+    "rft.warmup_steps",
+    "rft.weight_decay",
+    "rft.mask_format_errors",
+    "dapo.iterations",
+    "dapo.tasks_per_iteration",
+    "dapo.group_size",
+    "dapo.batch_size",
+    "dapo.eps_low",
+    "dapo.eps_high",
+    "dapo.learning_rate",
+    "dapo.weight_decay",
+    "dapo.l_thr",
+    "dapo.pi_old",
+    "train.row_length",
+    "train.micro_batches",
+    "train.grad_clip",
+    "train.checkpoint_keep",
+    "train.init_from",
+    "eval.every",
+    "eval.runs",
+    "eval.temperature",
+]
 
 
 @pytest.mark.parametrize("key", EARLIER_KEYS)
