@@ -65,3 +65,15 @@ def test_nothing_in_the_repository_cites_a_file_outside_it():
         path = REPO / name
         if path.suffix in (".py", ".md", ".sh", ".toml", ".txt") and path.is_file():
             assert not outside.search(path.read_text(errors="replace")), name
+
+
+def test_the_sharding_table_is_the_code_s():
+    from swejax.sharding import LOGICAL_RULES
+
+    text = (REPO / "docs" / "architecture.md").read_text()
+    section = text.split("## Sharding", 1)[1].split("\n## ", 1)[0]
+    documented = {}
+    for names, axes in re.findall(r"^\| (`.*?) \| (`.*?`) \|$", section, flags=re.MULTILINE):
+        for name in re.findall(r"`(\w+)`", names):
+            documented[name] = tuple(re.findall(r"`(\w+)`", axes))
+    assert documented == LOGICAL_RULES
