@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 from jaxtyping import Array, Bool, Float, Int
+
 from swejax_kernels.platform import target_platform
 
 # Logit given to masked entries. Finite, so a row that has seen only masked keys so far has a

@@ -11,6 +11,7 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
 from jaxtyping import Array, Float
+
 from swejax_kernels._flash_tiles import (
     LANES,
     MASKED,

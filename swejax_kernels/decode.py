@@ -37,6 +37,7 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
 from jax.experimental.pallas import triton as pltriton
 from jaxtyping import Array, Bool, Float, Int
+
 from swejax_kernels._flash_tiles import NN, NT, dot
 from swejax_kernels.platform import target_platform
 from swejax_kernels.reference import cached_attention

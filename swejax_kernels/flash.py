@@ -36,6 +36,7 @@ import functools
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
+
 from swejax_kernels import reference as _reference
 from swejax_kernels._flash_gpu import gpu_backward, gpu_forward
 from swejax_kernels._flash_tiles import BlockSizes, make_plan, pad_axis, pad_inputs, pad_segments

@@ -47,6 +47,7 @@ import jax.numpy as jnp
 from jax.sharding import AbstractMesh, Mesh
 from jax.sharding import PartitionSpec as P
 from jaxtyping import Array, Float, Int
+
 from swejax_kernels.blockwise import block_backward, block_forward
 
 
