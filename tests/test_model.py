@@ -14,13 +14,12 @@ from swejax.models import (
     abstract_model,
     build_model,
     count_params,
-    load_checkpoint,
     load_hf_checkpoint,
     place_state,
     preset,
-    save_checkpoint,
     save_hf_checkpoint,
 )
+from swejax.run import load_checkpoint, save_checkpoint
 from swejax.sharding import activation_mesh, make_mesh
 
 TOL = 1e-4
