@@ -206,7 +206,11 @@ def _main_job(tmp_path, iterations, kill_at=""):
     }
     argv = [sys.executable, "-m", "swejax.main"]
     argv += [f"--config.{k}={v}" for k, v in overrides.items()]
-    env = dict(os.environ, SWEJAX_KILL_AT=kill_at)
+    # The runs of one test share JAX's persistent compilation cache: the programs are the same
+    # each time, and what the test checks is the run directory, not the compiler.
+    cache = str(tmp_path / "jax-compilation-cache")
+    env = dict(os.environ, SWEJAX_KILL_AT=kill_at, JAX_COMPILATION_CACHE_DIR=cache)
+    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.1"
     return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
 
 

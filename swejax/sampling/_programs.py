@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -157,6 +158,10 @@ class SetSlotProgram:
         )
 
 
+# One jitted function per layout, shared by every engine with that layout: jit caches its
+# compiled programs per function object, so an engine built again (a new phase, a new test)
+# reuses what an earlier one compiled instead of compiling it all again.
+@functools.cache
 def jit_ingest(shardings: EngineState):
     """Ingest jitted: (program, params, state (donated), slots, tokens, counts) -> state."""
     return jax.jit(
@@ -164,6 +169,7 @@ def jit_ingest(shardings: EngineState):
     )
 
 
+@functools.cache
 def jit_decode(shardings: EngineState):
     """Decode jitted: (program, params, state (donated), capacity) -> (state, outputs), the
     state at `shardings` (an EngineState of shardings, `state_shardings`) and the per-slot
@@ -177,6 +183,7 @@ def jit_decode(shardings: EngineState):
     )
 
 
+@functools.cache
 def jit_set_slot(shardings: EngineState):
     """Set-slot jitted: (program, state (donated), slot, pages, limit, length, pending, active,
     budget) -> state."""

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import optax
 
@@ -18,11 +20,15 @@ def warmup_cosine(peak: float, warmup_steps: int, total_steps: int) -> optax.Sch
     return optax.warmup_cosine_decay_schedule(0.0, peak, warmup_steps, total_steps, end_value=0.0)
 
 
+@functools.cache
 def make_optimizer(
     config: OptimizerConfig, learning_rate: float | optax.Schedule, weight_decay: float
 ) -> optax.GradientTransformation:
     """Global-norm clipping, then AdamW; weight decay on matrices only (not norms or biases:
-    the paper does not say which parameters decay)."""
+    the paper does not say which parameters decay).
+
+    The same arguments give the same transformation object (it holds no state), so a train
+    step built on it again is equal to the last one and jit reuses its compiled program."""
     return optax.chain(
         optax.clip_by_global_norm(config.grad_clip),
         optax.adamw(

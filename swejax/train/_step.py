@@ -83,13 +83,26 @@ def jit_train_step(param_shardings, opt_shardings):
     """The train step as the Trainer runs it: (step, params, opt_state, batch) -> (params,
     opt_state, metrics), the `TrainStep` static, parameters and optimizer state donated and
     handed back at the shardings they came in (so donation always aliases).
-    `swejax.memory_plan.compile_train_step` compiles this same function ahead of time."""
-    return jax.jit(
-        TrainStep.__call__,
-        static_argnums=0,
-        donate_argnums=(1, 2),
-        out_shardings=(param_shardings, opt_shardings, None),
+    `swejax.memory_plan.compile_train_step` compiles this same function ahead of time.
+
+    One jitted function per layout, shared by every Trainer with that layout: jit caches its
+    compiled programs per function object, so a new Trainer (the next phase's) reuses the
+    step an earlier one compiled when the step is equal (same model, optimizer, objective)."""
+    key = tuple(
+        (jax.tree.structure(tree), tuple(jax.tree.leaves(tree)))
+        for tree in (param_shardings, opt_shardings)
     )
+    if key not in _JITTED_STEPS:
+        _JITTED_STEPS[key] = jax.jit(
+            TrainStep.__call__,
+            static_argnums=0,
+            donate_argnums=(1, 2),
+            out_shardings=(param_shardings, opt_shardings, None),
+        )
+    return _JITTED_STEPS[key]
+
+
+_JITTED_STEPS: dict = {}
 
 
 class Trainer:
