@@ -5,9 +5,9 @@
 #     OUT=gpu_results bash tools/gpu_suite.sh [WHEEL_DIR]
 #     PARTS="attention train" bash tools/gpu_suite.sh   # some parts only
 #
-# PARTS (default all): check, decode, attention, train. At the default timeouts the whole suite
-# takes up to about 18 minutes; where one command may run 10 at most, run "check decode" and
-# "attention train" as two calls.
+# PARTS (default all): check, kernels, decode, attention, train. At the default timeouts the
+# whole suite takes up to about 23 minutes; where one command may run 10 at most, run
+# "check kernels decode" and "attention train" as two calls.
 #
 # WHEEL_DIR, if given, holds wheels for pure-Python dependencies the image may lack (installed
 # only when their import fails). swejax itself is used from this checkout, not installed.
@@ -37,13 +37,25 @@ print(json.dumps({
 }))
 EOF
 
-PARTS=${PARTS:-check decode attention train}
+PARTS=${PARTS:-check kernels decode attention train}
 part() { [[ " $PARTS " == *" $1 "* ]]; }
 
 # The default program path end to end on the GPU (mesh, model, tokenizer, engine, forward).
 if part check; then
   timeout 60 python -m swejax.main check > "$OUT/check.log" 2>&1
   echo "check rc=$?" >> "$OUT/check.log"
+fi
+
+# The kernels compiled for this GPU against their references (tests/test_gpu.py; needs pytest).
+if part kernels; then
+  if python -c "import pytest" 2>/dev/null; then
+    JAX_PLATFORMS=cuda,cpu timeout "${KERNELS_TIMEOUT:-300}" python -m pytest -m gpu \
+      tests/test_gpu.py -q -p no:cacheprovider --junitxml="$OUT/gpu_tests.xml" \
+      > "$OUT/gpu_tests.log" 2>&1
+    echo "rc=$?" >> "$OUT/gpu_tests.log"
+  else
+    echo "skipped: pytest is not installed" > "$OUT/gpu_tests.log"
+  fi
 fi
 
 # Decode against the HBM roofline. One page per slot keeps it to one compiled bucket per size.
