@@ -321,3 +321,43 @@ def test_a_released_cache_is_freed_and_comes_back_on_reseed(model):
         engine.decode()
     engine.reseed(4)
     assert sample(engine) == first
+
+
+def _sample_in(model, slots: int, slot: int, steps: int, others: dict[int, int]):
+    """40 tokens sampled for one prompt in `slot` (stream 42) of a `slots`-slot engine that
+    also serves `others` (slot -> prompt length), `steps` per decode call."""
+    engine = Engine(
+        model,
+        EngineConfig(num_slots=slots, capacity=256, page_size=16, chunk=16, steps_per_call=steps),
+        SamplingParams(temperature=1.0),
+        seed=3,
+    )
+    requests = [(slot, list(range(1, 20)))]
+    requests += [(s, list(range(5, 5 + n))) for s, n in others.items()]
+    engine.prefill_many(requests, [42] + [100 + s for s in others])
+    for s, _ in requests:
+        engine.start_turn(s, 40)
+    tokens, logprobs = [], []
+    while len(tokens) < 40:
+        result = engine.decode()
+        tokens += result.tokens[slot].tolist()
+        logprobs += result.logprobs[slot].tolist()
+    return tokens, np.asarray(logprobs)
+
+
+def test_a_sequence_draws_the_same_tokens_in_any_slot_batch_or_call_size(model):
+    """Draws are keyed by (seed, stream, position): the slot, the other sequences in the batch
+    and the steps per call change nothing but the float rounding of the log-probabilities
+    (other shapes and page buckets reduce in another order)."""
+    alone = _sample_in(model, slots=1, slot=0, steps=16, others={})
+    for slots, slot, steps, others in [(3, 2, 4, {0: 55, 1: 62}), (4, 1, 7, {3: 90})]:
+        tokens, logprobs = _sample_in(model, slots, slot, steps, others)
+        assert tokens == alone[0]
+        np.testing.assert_allclose(logprobs, alone[1], atol=1e-5)
+    engine = Engine(model, EngineConfig(num_slots=2, capacity=64), SamplingParams(1.0), seed=3)
+    engine.prefill_many([(0, list(range(1, 20))), (1, list(range(1, 20)))], [42, 43])
+    for s in (0, 1):
+        engine.start_turn(s, 16)
+    result = engine.decode()
+    assert result.tokens[0].tolist() == alone[0][:16]
+    assert result.tokens[1].tolist() != alone[0][:16], "another stream must draw otherwise"

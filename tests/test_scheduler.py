@@ -15,7 +15,7 @@ from swejax.config import EngineConfig, RolloutConfig, ScaffoldConfig
 from swejax.env.grading import GradeResult
 from swejax.env.sandbox import bwrap_available
 from swejax.rollout import EpisodeEnv, RolloutRunner
-from swejax.sampling import ContextFull, DecodeResult, StopReason
+from swejax.sampling import ContextFull, DecodeResult, StopReason, stream_id
 from swejax.tasks import builtin_tasks
 from swejax.tokenizer import im_end_id, load_tokenizer
 
@@ -38,14 +38,16 @@ class ScriptedEngine:
         self.lengths = [0] * num_slots
         self.budget: dict[int, int] = {}
         self.calls: list[tuple[str, int]] = []
+        self.streams: list[int | None] = []
 
     def _fill(self, slot: int, ids, start: int) -> None:
         if start + len(ids) > self.config.capacity:
             raise ContextFull(f"slot {slot} is full")
         self.lengths[slot] = start + len(ids)
 
-    def prefill(self, slot, ids) -> None:
+    def prefill(self, slot, ids, stream=None) -> None:
         self.calls.append(("prefill", slot))
+        self.streams.append(stream)
         self._fill(slot, ids, 0)
 
     def extend(self, slot, ids) -> None:
@@ -110,6 +112,18 @@ def test_every_job_runs_on_the_slots_and_alternation_gives_the_same_episodes():
     ).run(jobs)
     for job, t in _by_job(alternating).items():
         assert t.tokens == _by_job(overlapped)[job].tokens
+    # Trajectories come back in job order, each sequence drawn from its job's own stream.
+    assert [(t.task_id, t.group) for t in overlapped] == [(t.instance_id, g) for t, g in jobs]
+    expected = {stream_id(t.instance_id, g) for t, g in jobs}
+    assert set(engine.streams) == expected and len(engine.streams) == 6
+
+
+def test_jobs_must_be_distinct_and_the_draw_names_the_streams():
+    engine = ScriptedEngine(2, 4096, "```command\nsubmit\n```")
+    with pytest.raises(ValueError, match="distinct"):
+        _runner(engine).run([(TASKS[0], 0), (TASKS[0], 0)])
+    _runner(engine).run([(TASKS[0], 0), (TASKS[0], 1)], draw=("dapo", 3))
+    assert engine.streams == [stream_id("dapo", 3, TASKS[0].instance_id, g) for g in (0, 1)]
 
 
 def test_a_failing_episode_stops_the_rollout_and_no_thread_is_left_waiting():
@@ -123,7 +137,7 @@ def test_a_failing_episode_stops_the_rollout_and_no_thread_is_left_waiting():
     engine = ScriptedEngine(3, 4096, "Done.\n```command\nsubmit\n```")
     started = time.perf_counter()
     with pytest.raises(RuntimeError, match="the grader broke"):
-        _runner(engine, grader).run([(task, 0) for task in TASKS] * 2)
+        _runner(engine, grader).run([(task, g) for task in TASKS for g in range(2)])
     assert time.perf_counter() - started < 60
     assert threading.active_count() == before  # every episode thread has ended
 

@@ -72,9 +72,8 @@ def run(config: Config, options: argparse.Namespace) -> int:
         source = f"{options.run} (checkpoint {step})"
     sampling = runs.Sampling(temperature, False, options.top_k, options.top_p)
     ctx = runs.Context(built, None, [], tasks)
-    passes, summary, trajectories = runs.evaluate(
-        ctx, tasks, k, sampling, config.seed, None, "eval"
-    )
+    # Draws as a run's first evaluation: on the same weights and tasks, the same episodes.
+    passes, summary, trajectories = runs.evaluate(ctx, tasks, k, sampling, 0, None, "eval")
     if options.predictions:
         with open(options.predictions, "w") as f:
             for t in trajectories:

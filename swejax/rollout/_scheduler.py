@@ -8,6 +8,11 @@ and decodes every slot that is sampling in one call. A slot whose reply ends ans
 episode, which runs the command in its sandbox while the other slots keep decoding. A finished
 episode is written to disk at once, and its slot takes the next job.
 
+Reproducible whatever the timing: an episode's tokens are drawn from its own stream, named by
+the rollout's `draw` (phase, iteration) and the job (task, sample), so which slot it gets and
+when its turns are decoded do not change what it samples; and the trajectories come back, and
+end up in the file, in the order of the jobs.
+
 The time the main thread waits with no slot sampling is the accelerator's idle time, reported
 in `RolloutStats`. With `overlap=False` the main thread instead waits for every episode to be
 back before each decode call (strict alternation): the baseline tools/bench_rollout.py measures
@@ -26,8 +31,8 @@ from collections.abc import Callable, Sequence
 from swejax.config import RolloutConfig
 from swejax.rollout._episode import EpisodeEnv, run_episode
 from swejax.rollout._policy import Reply
-from swejax.rollout._trajectory import Trajectory, write_trajectory
-from swejax.sampling import ContextFull, Engine, StopReason
+from swejax.rollout._trajectory import Trajectory, rewrite_trajectories, write_trajectory
+from swejax.sampling import ContextFull, Engine, StopReason, stream_id
 from swejax.tasks import Task
 from swejax.tokenizer import im_end_id
 
@@ -57,15 +62,17 @@ class _Aborted(Exception):
 class _Request:
     kind: str  # "start", "observe", "reply", or "done" / "failed" when the episode ends
     slot: int
-    payload: object = None  # ids for start / observe; the trajectory or exception at the end
+    # (ids, stream) for start, ids for observe; the trajectory or the exception at the end
+    payload: object = None
     answer: futures.Future = dataclasses.field(default_factory=futures.Future)
 
 
 class _SlotPolicy:
     """An episode's policy over one engine slot: each call waits for the main thread."""
 
-    def __init__(self, slot: int, requests: queue.Queue, stopped: threading.Event):
-        self.slot, self._requests, self._stopped = slot, requests, stopped
+    def __init__(self, slot: int, stream: int, requests: queue.Queue, stopped: threading.Event):
+        self.slot, self.stream = slot, stream
+        self._requests, self._stopped = requests, stopped
 
     def _ask(self, kind: str, payload=None):
         request = _Request(kind, self.slot, payload)
@@ -78,7 +85,7 @@ class _SlotPolicy:
                     raise _Aborted() from None
 
     def start(self, prompt: Sequence[int]) -> bool:
-        return self._ask("start", list(prompt))
+        return self._ask("start", (list(prompt), self.stream))
 
     def observe(self, ids: Sequence[int]) -> bool:
         return self._ask("observe", list(ids))
@@ -120,21 +127,30 @@ class RolloutRunner:
         jobs: Sequence[tuple[Task, int]],
         output_path: str | None = None,
         on_trajectory: Callable[[Trajectory], None] | None = None,
+        draw: tuple[str | int, ...] = (),
     ) -> tuple[list[Trajectory], RolloutStats]:
-        """Roll out every job; each finished trajectory is appended to `output_path` at once."""
+        """Roll out every job; each finished trajectory is appended to `output_path` at once,
+        and the file is rewritten in job order once all are done. `draw` names the rollout's
+        random streams (e.g. ("dapo", iteration)); job (task, g) samples from
+        `stream_id(*draw, task id, g)`."""
         self._stats, started = RolloutStats(), time.perf_counter()
         self._requests: queue.Queue[_Request] = queue.Queue()
         self._sampling: dict[int, _Sampling] = {}
         self._waiting = 0  # episodes whose request is not answered yet
         stopped = threading.Event()
-        waiting_jobs, free = list(jobs)[::-1], list(range(self.engine.config.num_slots))[::-1]
+        jobs = list(jobs)
+        order = {(task.instance_id, group): i for i, (task, group) in enumerate(jobs)}
+        if len(order) != len(jobs):
+            raise ValueError("a rollout's jobs must be distinct (task, sample) pairs")
+        waiting_jobs, free = jobs[::-1], list(range(self.engine.config.num_slots))[::-1]
         live, finished = 0, []
         pool = futures.ThreadPoolExecutor(self.engine.config.num_slots, "episode")
         try:
             while waiting_jobs or live:
                 while waiting_jobs and free:
                     task, group = waiting_jobs.pop()
-                    policy = _SlotPolicy(free.pop(), self._requests, stopped)
+                    stream = stream_id(*draw, task.instance_id, group)
+                    policy = _SlotPolicy(free.pop(), stream, self._requests, stopped)
                     pool.submit(self._episode, task, group, policy)
                     live += 1
                 for request in self._gather(live):
@@ -157,6 +173,9 @@ class RolloutRunner:
             stopped.set()
             self._abort_waiting()
             pool.shutdown(wait=True)
+        finished.sort(key=lambda t: order[t.task_id, t.group])
+        if output_path:
+            rewrite_trajectories(output_path, finished)
         self._stats.wall_s = time.perf_counter() - started
         self._stats.trajectories = len(finished)
         return finished, self._stats
@@ -223,10 +242,13 @@ class RolloutRunner:
             self._engine_call(self.engine.start_turn, slot, budget)
             self._sampling[slot] = _Sampling(request)
             return
-        ids = request.payload
         try:
-            fill = self.engine.prefill if request.kind == "start" else self.engine.extend
-            self._engine_call(fill, slot, ids)
+            if request.kind == "start":
+                ids, stream = request.payload
+                self._engine_call(self.engine.prefill, slot, ids, stream)
+            else:
+                ids = request.payload
+                self._engine_call(self.engine.extend, slot, ids)
         except ContextFull:
             self._answer(request, False)
             return

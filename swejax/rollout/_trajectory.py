@@ -60,6 +60,17 @@ def write_trajectory(path: str, trajectory: Trajectory) -> None:
         os.fsync(f.fileno())
 
 
+def rewrite_trajectories(path: str, trajectories: list[Trajectory]) -> None:
+    """Replace `path` with `trajectories`, in their order, at once (a kill leaves the old file
+    or the new one, never a mix)."""
+    partial = path + ".rewrite"
+    with open(partial, "w", encoding="utf-8") as f:
+        f.writelines(t.to_json() + "\n" for t in trajectories)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(partial, path)
+
+
 def read_trajectories(path: str) -> Iterator[Trajectory]:
     """Every complete line of `path` (a line cut short by a kill is skipped)."""
     with open(path, encoding="utf-8") as f:

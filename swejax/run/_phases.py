@@ -79,13 +79,16 @@ class Sampling:
 
 
 def rollout(
-    ctx: Context, jobs, path: str | None, sampling: Sampling, seed: int, desc: str, crash_at=""
+    ctx: Context, jobs, path: str | None, sampling: Sampling, draw: tuple, desc: str, crash_at=""
 ) -> tuple[list[Trajectory], RolloutStats]:
     """Every (task, group) job rolled out with the current weights; trajectories on disk as
-    they finish. The engine's KV pools are released afterwards."""
+    they finish. `draw` names the rollout's random streams (phase, iteration): with the run's
+    seed, the job and the token position it fixes every draw. The engine's KV pools are
+    released afterwards."""
     key = (sampling.temperature, sampling.top_k, sampling.top_p)
     if sampling.training:  # a filtered sampler would bias the DAPO importance ratio
         require_unbiased(SamplingParams(*key))
+    seed = ctx.config.seed
     engine = ctx.engines.get(key)
     if engine is None:
         engine = builder.build_engine(ctx.built, *key, seed=seed)
@@ -99,7 +102,7 @@ def rollout(
 
     try:
         with tqdm(total=len(jobs), desc=desc, unit="episode", leave=False) as bar:
-            return runner.run(jobs, path, on_trajectory=finished)
+            return runner.run(jobs, path, on_trajectory=finished, draw=draw)
     finally:
         # The KV pools are as large as the train step's activations at long context: only
         # one of the two lives at a time (the next rollout's reseed allocates them again).
@@ -115,11 +118,12 @@ def outcomes_by_task(tasks: Sequence[Task], runs: int, trajectories) -> dict[str
 
 
 def evaluate(
-    ctx: Context, tasks: Sequence[Task], runs: int, sampling: Sampling, seed: int, path, desc
+    ctx: Context, tasks: Sequence[Task], runs: int, sampling: Sampling, index: int, path, desc
 ) -> tuple[PassMetrics, RolloutSummary, list[Trajectory]]:
-    """Pass@1 (mean of `runs` runs per task, with its standard error) and Pass@runs."""
+    """Pass@1 (mean of `runs` runs per task, with its standard error) and Pass@runs; `index`
+    is the run's evaluation count (its draws are ("eval", index, task, run))."""
     jobs = [(task, run) for task in tasks for run in range(runs)]
-    trajectories, _ = rollout(ctx, jobs, path, sampling, seed, desc)
+    trajectories, _ = rollout(ctx, jobs, path, sampling, ("eval", index), desc)
     passes = PassMetrics.from_dict(pass_metrics(outcomes_by_task(tasks, runs, trajectories)))
     return passes, RolloutSummary.of(trajectories), trajectories
 
@@ -135,7 +139,7 @@ def evaluation(ctx: Context, progress: Progress, stage: str) -> EvalRow:
         ctx.eval_tasks,
         c.eval.runs,
         Sampling(c.eval.temperature, training=False),
-        c.seed + 7919 * (index + 1),
+        index,
         ctx.run.trajectory_file("eval", index),
         f"eval ({stage})",
     )
@@ -210,7 +214,7 @@ def rft(ctx: Context) -> RftRow:
     elif source == "policy":
         jobs = [(task, g) for task in ctx.train_tasks for g in range(c.rft.attempts)]
         sampling = Sampling(c.rollout.temperature, training=True)
-        trajectories, _ = rollout(ctx, jobs, path, sampling, c.seed, "rft")
+        trajectories, _ = rollout(ctx, jobs, path, sampling, ("rft",), "rft")
     else:
         if not os.path.isfile(source):
             raise RunError(f"rft.source {source!r}: no such trajectories file")
@@ -246,7 +250,7 @@ def dapo_iteration(ctx: Context, index: int, trainer: Trainer) -> DapoRow:
         jobs,
         ctx.run.trajectory_file("iter", index),
         Sampling(c.rollout.temperature, training=True),
-        c.seed + index,
+        ("dapo", index),
         f"iteration {index} rollout",
         crash_at=f"rollout:{index}",
     )

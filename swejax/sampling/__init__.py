@@ -1,7 +1,8 @@
 """The generation engine: in-program sampling over the trainer's own weights.
 
 `Engine` holds a fixed number of slots over one KV cache (prefill, extend, decode, free);
-`generate` is the convenience API over it; `SamplingParams` and `sample` are the strategies.
+`generate` is the convenience API over it; `SamplingParams` and `sample` are the strategies;
+`stream_id` names a sequence's random stream (what it is, not where it runs).
 `abstract_state`, `DecodeProgram` and `jit_decode` are the engine's decode program as the
 memory planner compiles it ahead of time (`swejax.memory_plan.compile_decode_step`).
 """
@@ -12,6 +13,7 @@ from swejax.sampling._generate import Generation, generate
 from swejax.sampling._programs import DecodeProgram, StopReason, jit_decode
 from swejax.sampling._state import EngineState, abstract_state, cache_bytes_per_token
 from swejax.sampling._strategies import SamplingParams, require_unbiased, sample
+from swejax.sampling._streams import stream_id
 
 __all__ = [
     "ContextFull",
@@ -29,4 +31,5 @@ __all__ = [
     "jit_decode",
     "require_unbiased",
     "sample",
+    "stream_id",
 ]

@@ -52,6 +52,7 @@ from swejax.sampling._programs import (
 )
 from swejax.sampling._state import new_state, page_shards, replicated, state_shardings
 from swejax.sampling._strategies import SamplingParams
+from swejax.sampling._streams import stream_words
 from swejax.sharding import activation_mesh
 
 
@@ -78,6 +79,7 @@ class _Slot:
     pending: int | None = None
     active: bool = False
     budget: int = 0
+    stream: int = 0  # the random stream of the sequence (`_streams.stream_id`)
 
     @property
     def length(self) -> int:
@@ -181,6 +183,7 @@ class Engine:
                 np.int32(s.pending or 0),
                 np.bool_(s.active),
                 np.int32(s.budget),
+                stream_words(s.stream),
             )
 
     def _bucket(self, pages: int) -> int:
@@ -259,14 +262,24 @@ class Engine:
 
     # --- feeding tokens ---------------------------------------------------------------------
 
-    def prefill(self, slot: int, tokens: Sequence[int]) -> None:
-        """Start a new sequence in `slot` with `tokens` (a prompt)."""
-        self.prefill_many([(slot, tokens)])
+    def prefill(self, slot: int, tokens: Sequence[int], stream: int | None = None) -> None:
+        """Start a new sequence in `slot` with `tokens` (a prompt). Its tokens are drawn from
+        `stream` (`stream_id` of what the sequence is; default: the slot's number), so the same
+        stream and prompt sample the same tokens in any slot, batch or order of calls."""
+        self.prefill_many([(slot, tokens)], None if stream is None else [stream])
 
-    def prefill_many(self, requests: Sequence[tuple[int, Sequence[int]]]) -> None:
-        """Start new sequences in several slots, fed together (`ingest_rows` per call)."""
-        for slot, _ in requests:
+    def prefill_many(
+        self,
+        requests: Sequence[tuple[int, Sequence[int]]],
+        streams: Sequence[int] | None = None,
+    ) -> None:
+        """Start new sequences in several slots, fed together (`ingest_rows` per call);
+        `streams[i]` is request i's random stream (default: its slot's number)."""
+        if streams is not None and len(streams) != len(requests):
+            raise ValueError(f"{len(streams)} streams for {len(requests)} prefill requests")
+        for i, (slot, _) in enumerate(requests):
             self.free(slot)
+            self._slots[slot].stream = slot if streams is None else streams[i]
         self.extend_many(requests)
 
     def extend(self, slot: int, tokens: Sequence[int]) -> None:

@@ -89,8 +89,8 @@ class DecodeProgram:
             hidden, cache = model.hidden_states_cached(
                 state.pending[:, None], positions, state.cache, pages, layer_weights
             )
-            key, subkey = jax.random.split(state.key)
-            new_tokens, logprobs = sample(model.logits(hidden)[:, 0], subkey, self.sampling)
+            keys = token_keys(state.key, state.streams, state.lengths)
+            new_tokens, logprobs = sample(model.logits(hidden)[:, 0], keys, self.sampling)
             active = state.active
             lengths = state.lengths + active
             budget = state.budget - active
@@ -117,7 +117,6 @@ class DecodeProgram:
                 pending=jnp.where(active, new_tokens, state.pending),
                 active=active & ~ended,
                 budget=budget,
-                key=key,
             )
             tokens_out = tokens_out.at[:, i].set(new_tokens)
             logprobs_out = logprobs_out.at[:, i].set(logprobs)
@@ -140,15 +139,27 @@ class DecodeProgram:
         return state, (tokens, logprobs, emitted, reasons)
 
 
+def token_keys(base: jax.Array, streams: jax.Array, lengths: jax.Array) -> jax.Array:
+    """[S] keys: slot s's next token drawn by (base key, its stream, its position). The pending
+    token sits at `lengths[s]`, so each position of a sequence gets a key of its own."""
+
+    def one(stream, position):
+        key = jax.random.fold_in(jax.random.fold_in(base, stream[0]), stream[1])
+        return jax.random.fold_in(key, position)
+
+    return jax.vmap(one)(streams, lengths)
+
+
 @dataclasses.dataclass(frozen=True)
 class SetSlotProgram:
     """Overwrite one slot's bookkeeping; its K/V pages are untouched. Nothing is static (the
     slot is an argument), so one compiled program serves every slot."""
 
     def __call__(
-        self, state: EngineState, slot, pages, limit, length, pending, active, budget
+        self, state: EngineState, slot, pages, limit, length, pending, active, budget, stream
     ) -> EngineState:
         return state._replace(
+            streams=state.streams.at[slot].set(stream),
             page_table=state.page_table.at[slot].set(pages),
             limit=state.limit.at[slot].set(limit),
             lengths=state.lengths.at[slot].set(length),
@@ -186,7 +197,7 @@ def jit_decode(shardings: EngineState):
 @functools.cache
 def jit_set_slot(shardings: EngineState):
     """Set-slot jitted: (program, state (donated), slot, pages, limit, length, pending, active,
-    budget) -> state."""
+    budget, stream) -> state."""
     return jax.jit(
         SetSlotProgram.__call__, static_argnums=0, donate_argnums=1, out_shardings=shardings
     )

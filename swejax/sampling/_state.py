@@ -5,6 +5,12 @@ lives on a mesh, and a fresh state allocated there (or described, for compiling 
     page_table [S, pages_per_slot]         ids local to the slot's shard (`PageAllocator`)
     limit, lengths, pending, budget [S]    int32, replicated
     active [S]                             bool, replicated
+    streams [S, 2]                         uint32, replicated: each slot's random stream
+    key                                    the engine's base key (its seed)
+
+A token's random draw is keyed by the base key, its slot's stream (set with the sequence: the
+episode it belongs to, `stream_id`) and its position in the sequence, never by the slot, the
+call or the order of calls: the same episode samples the same tokens wherever it runs.
 """
 
 from __future__ import annotations
@@ -31,7 +37,8 @@ class EngineState(NamedTuple):
     pending: jax.Array  # [S] the next token to feed
     active: jax.Array  # [S] decoding in this turn
     budget: jax.Array  # [S] tokens it may still sample this turn
-    key: jax.Array
+    streams: jax.Array  # [S, 2] uint32: the random stream of each slot's sequence
+    key: jax.Array  # the base key; never advanced (draws fold in stream and position)
 
 
 def cache_bytes_per_token(model_cfg, dtype: str | None = None) -> int:
@@ -65,7 +72,7 @@ def state_shardings(model_cfg, config: EngineConfig, mesh: Mesh | None) -> Engin
     pool, page_axes = rep, pool_page_axes(mesh, config.num_slots)
     if mesh is not None:
         pool = NamedSharding(mesh, pool_spec(mesh, page_axes, model_cfg.num_kv_heads))
-    return EngineState(LayerCache(pool, pool, page_axes), rep, rep, rep, rep, rep, rep, rep)
+    return EngineState(LayerCache(pool, pool, page_axes), rep, rep, rep, rep, rep, rep, rep, rep)
 
 
 def abstract_state(model_cfg, config: EngineConfig, mesh: Mesh) -> EngineState:
@@ -87,11 +94,13 @@ def abstract_state(model_cfg, config: EngineConfig, mesh: Mesh) -> EngineState:
         )
     )
     table = struct((slots, config.pages_per_slot), jnp.int32, shardings.page_table)
+    streams = struct((slots, 2), jnp.uint32, shardings.streams)
     key = jax.eval_shape(lambda: jax.random.key(0))
     return EngineState(
         LayerCache(pool, pool, shardings.cache.page_axes),
         table,
         *rows,
+        streams,
         struct(key.shape, key.dtype, shardings.key),
     )
 
@@ -113,6 +122,7 @@ def new_state(model_cfg, config: EngineConfig, mesh: Mesh | None, seed: int) -> 
             pending=zeros,
             active=jnp.zeros((slots,), bool),
             budget=zeros,
+            streams=jnp.zeros((slots, 2), jnp.uint32),
             key=jax.random.key(seed),
         )
 

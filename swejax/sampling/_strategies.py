@@ -70,6 +70,7 @@ def sample(
 ) -> tuple[Int[Array, " S"], Float[Array, " S"]]:
     """Next tokens and their log-probabilities under the distribution sampled from.
 
+    `key`: one key for all rows, or one per row ([S] keys, each row drawn with its own).
     Greedy (temperature 0) reports the log-probability under the model's own distribution at
     temperature 1, which is what evaluation of a greedy policy wants.
     """
@@ -79,7 +80,10 @@ def sample(
         logprobs = jax.nn.log_softmax(logits, axis=-1)
     else:
         scaled = _filter(logits / params.temperature, params)
-        tokens = jax.random.categorical(key, scaled, axis=-1)
+        if key.shape:
+            tokens = jax.vmap(lambda k, row: jax.random.categorical(k, row))(key, scaled)
+        else:
+            tokens = jax.random.categorical(key, scaled, axis=-1)
         logprobs = jax.nn.log_softmax(scaled, axis=-1)
     chosen = jnp.take_along_axis(logprobs, tokens[:, None], axis=-1)[:, 0]
     return tokens.astype(jnp.int32), chosen
