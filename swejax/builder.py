@@ -123,6 +123,12 @@ def load_tokenizer(config: Config, vocab_size: int):
 
 
 def build(config: Config) -> Built:
+    """Join the run's processes (`swejax.distributed`: each checks the others run the same
+    config), then mesh, model and tokenizer."""
+    from swejax import distributed
+
+    distributed.start(config.distributed)
+    distributed.check_same_config(config)
     mesh = make_mesh(config)
     model = build_model(config, mesh)
     return Built(config, mesh, model, load_tokenizer(config, model.cfg.vocab_size))

@@ -1,7 +1,8 @@
 """Plain XLA attention: the references every kernel in this package is checked against.
 
 `attention` is self-attention over a sequence (training, prefill of packed rows);
-`cached_attention` is attention of new tokens over a slot's KV cache (sampling).
+`cached_attention` is attention of new tokens over a slot's KV cache (sampling), and
+`paged_attention` the same over the cache's pages one at a time, as the engine runs it.
 """
 
 from __future__ import annotations
@@ -55,6 +56,65 @@ def cached_attention(
     capacity = k_cache.shape[1]
     allowed = jnp.arange(capacity)[None, None, :] <= q_positions[:, :, None]
     return _masked_attention(q, k_cache, v_cache, allowed)
+
+
+def paged_attention(
+    q: Float[Array, "B T Nq H"],
+    k_pages: Float[Array, "B n page Nkv H"],
+    v_pages: Float[Array, "B n page Nkv H"],
+    q_positions: Int[Array, "B T"],
+) -> Float[Array, "B T Nq H"]:
+    """`cached_attention` over a slot's pages in order, one page at a time with an online
+    softmax (a running max, sum and weighted sum, as flash attention keeps them).
+
+    Why page by page: a page wholly past a query's position changes nothing, bit for bit (its
+    weights are exactly 0, the running max and the rescaling exactly as they were), so the
+    result does not depend on how many pages a call attends over. The engine picks that number
+    from every slot it serves at once, so with one softmax over all of them a sequence's
+    numbers would depend on what else was being sampled, and a rerun would not repeat them.
+    """
+    batch, q_len, num_q_heads, head_dim = q.shape
+    page_size, num_kv_heads = k_pages.shape[2], k_pages.shape[3]
+    group = num_q_heads // num_kv_heads
+    q = (q * head_dim**-0.5).reshape(batch, q_len, num_kv_heads, group, head_dim)
+    q = q.transpose(0, 2, 3, 1, 4).reshape(batch, num_kv_heads, group * q_len, head_dim)
+    rows = group * q_len
+    row_positions = jnp.tile(q_positions, (1, group))[:, None, :, None]  # [B, 1, G*T, 1]
+
+    def page_step(carry, page):
+        running_max, total, acc = carry
+        index, k, v = page  # k, v [B, page, K, H]
+        logits = jnp.einsum(
+            "BKQH,BSKH->BKQS", q, k.astype(q.dtype), preferred_element_type=jnp.float32
+        )
+        key_positions = index * page_size + jnp.arange(page_size)
+        logits = jnp.where(key_positions <= row_positions, logits, _MASKED)
+        new_max = jnp.maximum(running_max, logits.max(axis=-1, keepdims=True))
+        scale = jnp.exp(running_max - new_max)
+        weights = jnp.exp(logits - new_max)
+        total = total * scale + weights.sum(axis=-1, keepdims=True)
+        update = jnp.einsum(
+            "BKQS,BSKH->BKQH",
+            weights.astype(v.dtype),
+            v,
+            preferred_element_type=jnp.float32,
+        )
+        return (new_max, total, acc * scale + update), None
+
+    init = (
+        jnp.full((batch, num_kv_heads, rows, 1), -jnp.inf, jnp.float32),
+        jnp.zeros((batch, num_kv_heads, rows, 1), jnp.float32),
+        jnp.zeros((batch, num_kv_heads, rows, head_dim), jnp.float32),
+    )
+    pages = (
+        jnp.arange(k_pages.shape[1]),
+        jnp.moveaxis(k_pages, 1, 0),
+        jnp.moveaxis(v_pages, 1, 0).astype(q.dtype),
+    )
+    (_, total, acc), _ = jax.lax.scan(page_step, init, pages)
+    out = (acc / total).reshape(batch, num_kv_heads, group, q_len, head_dim)
+    out = out.transpose(0, 3, 1, 2, 4)
+    return out.reshape(batch, q_len, num_q_heads, head_dim).astype(q.dtype)
 
 
 def _masked_attention(

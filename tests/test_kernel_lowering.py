@@ -181,12 +181,7 @@ def test_engine_decode_step_lowers_with_the_decode_kernel(backend):
         stop_tokens=config.stop_tokens,
         split_layer_weights=config.split_layer_weights,
     )
-    args = (
-        program,
-        nnx.state(engine.model),
-        engine.state,
-        np.int32(config.capacity),
-    )
+    args = (program, *engine.decode_arguments(config.pages_per_slot))
     platform, _ = PLATFORMS[backend]
     with lowering_for(backend), activation_mesh(mesh):
         lowered = engine._decode.trace(*args).lower(lowering_platforms=(platform,))

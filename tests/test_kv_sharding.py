@@ -93,12 +93,7 @@ def _lowered_decode(engine, mesh):
             stop_tokens=(),
             split_layer_weights=True,
         )
-        return engine._decode.lower(
-            program,
-            nnx.state(engine.model),
-            engine.state,
-            np.int32(CONFIG.capacity),
-        )
+        return engine._decode.lower(program, *engine.decode_arguments(4))
 
 
 @pytest.mark.parametrize("mesh_name", list(MESHES))
@@ -138,13 +133,17 @@ def test_decode_and_ingest_move_no_keys_or_values(model):
     decode = _lowered_decode(engine, mesh)
     with activation_mesh(mesh):
         width = 4  # ingest_rows=3 over 4 shards: one row each
+        rows = (
+            np.zeros((width, CONFIG.chunk), np.int32),
+            np.zeros(width, np.int32),
+            np.zeros(width, np.int32),
+            np.zeros((width, 4), np.int32),
+        )
         ingest = engine._ingest.lower(
             IngestProgram(engine._graphdef, visible_pages=4),
             params,
             engine.state,
-            np.arange(0, 8, 2, dtype=np.int32),
-            np.zeros((width, CONFIG.chunk), np.int32),
-            np.zeros(width, np.int32),
+            *(engine._global(x) for x in rows),
         )
     head_dim = model.cfg.head_dim
     for program in (decode, ingest):

@@ -15,7 +15,7 @@ from swejax.config import EngineConfig, RolloutConfig, ScaffoldConfig
 from swejax.env.grading import GradeResult
 from swejax.env.sandbox import bwrap_available
 from swejax.rollout import EpisodeEnv, RolloutRunner
-from swejax.sampling import ContextFull, DecodeResult, StopReason, stream_id
+from swejax.sampling import DecodeResult, StopReason, stream_id
 from swejax.tasks import builtin_tasks
 from swejax.tokenizer import im_end_id, load_tokenizer
 
@@ -40,19 +40,28 @@ class ScriptedEngine:
         self.calls: list[tuple[str, int]] = []
         self.streams: list[int | None] = []
 
-    def _fill(self, slot: int, ids, start: int) -> None:
+    def _fill(self, slot: int, ids, start: int) -> bool:
         if start + len(ids) > self.config.capacity:
-            raise ContextFull(f"slot {slot} is full")
+            return False
         self.lengths[slot] = start + len(ids)
+        return True
 
-    def prefill(self, slot, ids, stream=None) -> None:
-        self.calls.append(("prefill", slot))
-        self.streams.append(stream)
-        self._fill(slot, ids, 0)
+    @property
+    def local_slots(self):
+        return tuple(range(self.config.num_slots))
 
-    def extend(self, slot, ids) -> None:
-        self.calls.append(("extend", slot))
-        self._fill(slot, ids, self.lengths[slot])
+    def feed(self, starts, extends) -> set[int]:
+        refused = set()
+        for slot, ids, stream in starts:
+            self.calls.append(("prefill", slot))
+            self.streams.append(stream)
+            if not self._fill(slot, ids, 0):
+                refused.add(slot)
+        for slot, ids in extends:
+            self.calls.append(("extend", slot))
+            if not self._fill(slot, ids, self.lengths[slot]):
+                refused.add(slot)
+        return refused
 
     def length(self, slot) -> int:
         return self.lengths[slot]

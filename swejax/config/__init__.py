@@ -24,6 +24,7 @@ from swejax.config._schema import (
 from swejax.config._sections import (
     Config,
     DapoConfig,
+    DistributedConfig,
     EngineConfig,
     EvalConfig,
     MeshConfig,
@@ -43,6 +44,7 @@ __all__ = [
     "DapoConfig",
     "EngineConfig",
     "EvalConfig",
+    "DistributedConfig",
     "MeshConfig",
     "ModelOptions",
     "OptimizerConfig",

@@ -94,6 +94,44 @@ class MeshConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class DistributedConfig:
+    """The processes of one run (JAX multi-controller: one process per host or per GPU, each
+    running the same program). All empty: detect a cluster (a TPU pod, SLURM, Open MPI) and
+    join it, or run as the only process when there is none (docs/launching.md)."""
+
+    KEY: ClassVar[str] = "distributed"
+    coordinator: str = ""  # host:port of process 0's coordination service
+    num_processes: int = 0  # 0: from the cluster (or 1 without one)
+    process_id: int = -1  # this process, 0 .. num_processes - 1; -1: from the cluster
+    timeout_s: int = 120  # wait this long for every process to join, then stop
+
+    def __post_init__(self) -> None:
+        _at_least(self, 0, "num_processes")
+        _at_least(self, -1, "process_id")
+        _positive(self, "timeout_s")
+        explicit = bool(self.coordinator), self.num_processes > 0, self.process_id >= 0
+        if any(explicit) and not all(explicit):
+            raise ValueError(
+                "config keys distributed.coordinator, distributed.num_processes and "
+                "distributed.process_id go together: set all three, or none to detect the cluster"
+            )
+        if self.coordinator and not _is_host_port(self.coordinator):
+            raise ValueError(
+                f"config key 'distributed.coordinator' must be host:port, got {self.coordinator!r}"
+            )
+        if all(explicit) and self.process_id >= self.num_processes:
+            raise ValueError(
+                f"distributed.process_id={self.process_id} must be below "
+                f"distributed.num_processes={self.num_processes}"
+            )
+
+
+def _is_host_port(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    return bool(host) and port.isdigit() and 0 < int(port) < 65536
+
+
+@dataclasses.dataclass(frozen=True)
 class TasksConfig:
     """Where tasks come from, which train and which evaluate, and what runs them."""
 
@@ -279,6 +317,7 @@ class Config:
     tokenizer: str = ""  # tokenizer directory; "": the checkpoint's, else the built-in one
     model: ModelOptions = dataclasses.field(default_factory=ModelOptions)
     mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
+    distributed: DistributedConfig = dataclasses.field(default_factory=DistributedConfig)
     tasks: TasksConfig = dataclasses.field(default_factory=TasksConfig)
     scaffold: ScaffoldConfig = dataclasses.field(default_factory=ScaffoldConfig)
     engine: EngineConfig = dataclasses.field(default_factory=EngineConfig)

@@ -139,13 +139,22 @@ def compile_train_step(spec: PlanSpec, mesh: Mesh) -> CompileResult:
 def compile_decode_step(spec: PlanSpec, mesh: Mesh) -> XlaMemory:
     """Compile the engine's decode program ahead of time for the rollout beside the step: the
     trainer's parameters, the KV pool of `spec.engine`, every page of a slot visible. Its
-    arguments are the parameters and the engine state, so the rollout phase is this peak plus
-    the optimizer state, which stays on the devices but is no argument of decoding."""
-    from swejax.sampling import DecodeProgram, SamplingParams, abstract_state, jit_decode
+    arguments are the parameters, the engine state and the slot table, so the rollout phase
+    is this peak plus the optimizer state, which stays on the devices but is no argument of
+    decoding."""
+    from swejax.sampling import (
+        DecodeProgram,
+        SamplingParams,
+        abstract_state,
+        abstract_table,
+        jit_decode,
+        row_sharding,
+    )
 
     cfg, config = spec.model, spec.engine
     graphdef, params, _, _ = abstract_train_state(cfg, mesh)
     state = abstract_state(cfg, config, mesh)
+    table = abstract_table(config, mesh, config.pages_per_slot)
     program = DecodeProgram(
         graphdef,
         visible_pages=config.pages_per_slot,
@@ -155,9 +164,9 @@ def compile_decode_step(spec: PlanSpec, mesh: Mesh) -> XlaMemory:
         split_layer_weights=config.split_layer_weights,
     )
     # The engine's decode at the shardings its state is laid out at.
-    decode = jit_decode(jax.tree.map(lambda s: s.sharding, state))
+    decode = jit_decode(jax.tree.map(lambda s: s.sharding, state), row_sharding(mesh, config))
     with activation_mesh(mesh):
-        lowered = decode.lower(program, params, state, config.capacity)
+        lowered = decode.lower(program, params, state, table, config.capacity)
     try:
         return _memory(lowered.compile())
     except jax.errors.JaxRuntimeError as error:

@@ -33,7 +33,7 @@ from swejax.models.kv_cache import LayerCache, per_page_shard
 from swejax.sharding import CONTEXT_AXIS, LOGICAL_RULES, logical_to_spec
 from swejax_kernels.platform import target_platform
 from swejax_kernels.reference import attention as _reference
-from swejax_kernels.reference import cached_attention as _reference_cached
+from swejax_kernels.reference import paged_attention as _reference_paged
 from swejax_kernels.ring import from_zigzag, ring_attention, to_zigzag
 
 if TYPE_CHECKING:
@@ -128,14 +128,15 @@ def attend(
 
 def attend_cached(
     q: Float[Array, "B T Nq H"],
-    k_cache: Float[Array, "B C Nkv H"],
-    v_cache: Float[Array, "B C Nkv H"],
+    k_pages: Float[Array, "B n page Nkv H"],
+    v_pages: Float[Array, "B n page Nkv H"],
     q_positions: Int[Array, "B T"],
 ) -> Float[Array, "B T Nq H"]:
-    """New tokens over a slot's gathered KV cache, by the reference whatever the choice:
+    """New tokens over a slot's gathered KV pages, by the reference whatever the choice:
     prefill and ingest chunks, and decode steps of choices without a decode kernel (those with
-    one decode by `attend_paged_decode`)."""
-    return _reference_cached(q, k_cache, v_cache, q_positions)
+    one decode by `attend_paged_decode`). Page by page (`paged_attention`): the numbers do not
+    depend on how many pages a call attends over, so a rerun repeats them."""
+    return _reference_paged(q, k_pages, v_pages, q_positions)
 
 
 def attend_paged_decode(

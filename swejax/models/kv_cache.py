@@ -90,7 +90,8 @@ def per_page_shard(
 
     `fn`'s arguments and results are pools (ndim None: split like the pool) or batch-major
     arrays of the given ndim whose axis 0 is split over the page axes and, for ndim 4
-    ([B, T, K, H] or [B, T, N, H]), axis 2 over the KV heads' axis; scalars (ndim 0) are
+    ([B, T, K, H] or [B, T, N, H]), axis 2 over the KV heads' axis (axis 3 for ndim 5, pages
+    [B, n, page, K, H]); scalars (ndim 0) are
     replicated. Inside, page ids are the shard-local ids the page tables already hold.
     """
     mesh = jax.sharding.get_abstract_mesh()
@@ -105,6 +106,8 @@ def per_page_shard(
             return pool
         if ndim == 0:
             return P()
+        if ndim == 5:  # pages [B, n, page, K, H]
+            return P(rows, None, None, heads, None)
         return P(rows, None, heads, None) if ndim == 4 else P(rows, *(None,) * (ndim - 1))
 
     return jax.shard_map(
@@ -141,13 +144,14 @@ def write_cache(
 
 def read_cache(
     cache: LayerCache, layer: Int[Array, ""], page_table: Int[Array, "B n"]
-) -> tuple[Float[Array, "B C K H"], Float[Array, "B C K H"]]:
-    """`read_pages` of k and v, each shard gathering its own rows from its own pages."""
+) -> tuple[Float[Array, "B n page K H"], Float[Array, "B n page K H"]]:
+    """Each sequence's pages of k and v (`read_pages`, unflattened), each shard gathering its
+    own rows from its own pages."""
 
     def read(k_pool, v_pool, layer, page_table):
-        return read_pages(k_pool, layer, page_table), read_pages(v_pool, layer, page_table)
+        return gather_pages(k_pool, layer, page_table), gather_pages(v_pool, layer, page_table)
 
-    return per_page_shard(read, cache, (None, None, 0, 2), (4, 4))(
+    return per_page_shard(read, cache, (None, None, 0, 2), (5, 5))(
         cache.k, cache.v, layer, page_table
     )
 
@@ -178,7 +182,14 @@ def read_pages(
     """Each sequence's pages of `layer` in order, C = n * page_size (one gather, no copy of the
     layer's pool). Unassigned entries hold stale data; attention masks everything past a
     query's position, so they are never used."""
-    layer_index = jnp.broadcast_to(layer, page_table.shape)
-    pages = pool.at[layer_index, page_table].get(mode="clip")  # [B, n, page, K, H]
+    pages = gather_pages(pool, layer, page_table)
     batch, n, page_size = pages.shape[:3]
     return pages.reshape(batch, n * page_size, *pool.shape[3:])
+
+
+def gather_pages(
+    pool: Float[Array, "L P page K H"], layer: Int[Array, ""], page_table: Int[Array, "B n"]
+) -> Float[Array, "B n page K H"]:
+    """Each sequence's pages of `layer` in order, as pages."""
+    layer_index = jnp.broadcast_to(layer, page_table.shape)
+    return pool.at[layer_index, page_table].get(mode="clip")

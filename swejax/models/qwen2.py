@@ -114,7 +114,7 @@ class Attention(nnx.Module):
         if positions.shape[1] == 1 and attention_impl(impl).decode_kernel:  # a decode step
             out = attend_paged_decode(q, cache, layer, page_table, positions, impl=impl)
             return self._output(out), cache
-        keys, values = read_cache(cache, layer, page_table)
+        keys, values = read_cache(cache, layer, page_table)  # [B, pages, page, K, H]
         out = attend_cached(q, keys.astype(q.dtype), values.astype(q.dtype), positions)
         return self._output(out), cache
 

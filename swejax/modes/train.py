@@ -32,7 +32,8 @@ def run(config: Config, options: argparse.Namespace) -> int:
         f"{models.count_params(built.model_config):,}",
     )
     rows = run.train(ctx)
-    print(summary_table(rows, ctx.run.path))
+    if ctx.run.leader:  # the others' metrics are process 0's
+        print(summary_table(rows, ctx.run.path))
     return 0
 
 

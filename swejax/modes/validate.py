@@ -43,7 +43,9 @@ def run(config: Config, options: argparse.Namespace) -> int:
     """Grade the gold and the empty patch of every task; exit 1 if any task is not valid."""
     from tqdm.auto import tqdm
 
+    from swejax import distributed
     from swejax.env.grading import grade
+    from swejax.run._processes import mine
     from swejax.tasks import TaskError
 
     runtime = options.runtime or config.tasks.runtime
@@ -55,8 +57,11 @@ def run(config: Config, options: argparse.Namespace) -> int:
             source = options.tasks or config.tasks.source
             raise UserError(f"--only names tasks that are not in {source}: {unknown}")
         tasks = [t for t in tasks if t.instance_id in options.only]
+    # With many processes each validates its share on its own host; process 0 reports all.
+    distributed.start(config.distributed)
+    order = {t.instance_id: i for i, t in enumerate(tasks)}
     rows = []
-    for task in tqdm(tasks, desc="validating tasks", unit="task", disable=None):
+    for task in tqdm(mine(tasks), desc="validating tasks", unit="task", disable=None):
         start = time.perf_counter()
         try:
             gold, empty = grade(task, task.patch, runtime), grade(task, "", runtime)
@@ -72,6 +77,12 @@ def run(config: Config, options: argparse.Namespace) -> int:
             valid, row = False, {"gold_resolved": None, "empty_resolved": None, "error": str(error)}
         seconds = round(time.perf_counter() - start, 2)
         rows.append({"instance_id": task.instance_id, "valid": valid, "seconds": seconds, **row})
+    if distributed.process_count() > 1:
+        rows = [row for part in distributed.allgather_json(rows) for row in part]
+        rows.sort(key=lambda r: order[r["instance_id"]])
+    valid = sum(r["valid"] for r in rows)
+    if not distributed.is_leader():
+        return 0 if valid == len(rows) else 1
     report = options.report or os.path.join(config.run_dir, config.name, "validate-tasks.json")
     os.makedirs(os.path.dirname(os.path.abspath(report)), exist_ok=True)
     with open(report, "w") as f:
@@ -84,7 +95,6 @@ def run(config: Config, options: argparse.Namespace) -> int:
             f"{r['instance_id']:<{width}}  {marks[0]:<4}  {marks[1]:<5}  {marks[2]:<5}  "
             f"{r['seconds']:.1f}" + (f"  {r['error'][:60]}" if r["error"] else "")
         )
-    valid = sum(r["valid"] for r in rows)
     print(f"{valid} of {len(rows)} tasks valid; report: {report}")
     return 0 if valid == len(rows) else 1
 

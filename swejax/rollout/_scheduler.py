@@ -13,6 +13,12 @@ the rollout's `draw` (phase, iteration) and the job (task, sample), so which slo
 when its turns are decoded do not change what it samples; and the trajectories come back, and
 end up in the file, in the order of the jobs.
 
+Many processes: each runs its own jobs on its own slots (`Engine.local_slots`), and its
+sandboxes on its own host. Every round all processes agree (one small all-gather) on whether
+any has prompts or observations to feed and slots to decode, and make those engine calls
+together, a process with nothing ready taking part with no rows; the rollout ends when every
+process has finished its jobs.
+
 The time the main thread waits with no slot sampling is the accelerator's idle time, reported
 in `RolloutStats`. With `overlap=False` the main thread instead waits for every episode to be
 back before each decode call (strict alternation): the baseline tools/bench_rollout.py measures
@@ -28,11 +34,15 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
+import jax
+import numpy as np
+
+from swejax import distributed
 from swejax.config import RolloutConfig
 from swejax.rollout._episode import EpisodeEnv, run_episode
 from swejax.rollout._policy import Reply
 from swejax.rollout._trajectory import Trajectory, rewrite_trajectories, write_trajectory
-from swejax.sampling import ContextFull, Engine, StopReason, stream_id
+from swejax.sampling import Engine, StopReason, stream_id
 from swejax.tasks import Task
 from swejax.tokenizer import im_end_id
 
@@ -52,6 +62,7 @@ class RolloutStats:
 
 
 _POLL_S = 0.5  # how often a waiting episode checks whether the rollout stopped
+_ROUND_WAIT_S = 0.02  # with other processes: the longest a round waits for a local request
 
 
 class _Aborted(Exception):
@@ -142,17 +153,19 @@ class RolloutRunner:
         order = {(task.instance_id, group): i for i, (task, group) in enumerate(jobs)}
         if len(order) != len(jobs):
             raise ValueError("a rollout's jobs must be distinct (task, sample) pairs")
-        waiting_jobs, free = jobs[::-1], list(range(self.engine.config.num_slots))[::-1]
+        waiting_jobs, free = jobs[::-1], list(self.engine.local_slots)[::-1]
         live, finished = 0, []
-        pool = futures.ThreadPoolExecutor(self.engine.config.num_slots, "episode")
+        pool = futures.ThreadPoolExecutor(len(free), "episode")
+        self._elsewhere = False  # another process sampled in the last round
         try:
-            while waiting_jobs or live:
+            while True:
                 while waiting_jobs and free:
                     task, group = waiting_jobs.pop()
                     stream = stream_id(*draw, task.instance_id, group)
                     policy = _SlotPolicy(free.pop(), stream, self._requests, stopped)
                     pool.submit(self._episode, task, group, policy)
                     live += 1
+                starts, extends = [], []
                 for request in self._gather(live):
                     if request.kind == "failed":
                         raise request.payload
@@ -165,10 +178,19 @@ class RolloutRunner:
                         self.engine.free(request.slot)
                         free.append(request.slot)
                         live -= 1
+                    elif request.kind == "reply":
+                        self._start_reply(request)
                     else:
-                        self._serve(request)
-                if self._sampling:
+                        (starts if request.kind == "start" else extends).append(request)
+                unfinished = bool(waiting_jobs or live)
+                round_ = _agree(unfinished, len(starts) + len(extends), len(self._sampling))
+                if not round_.unfinished:
+                    break
+                if round_.fills:
+                    self._feed(starts, extends)
+                if round_.sampling:
                     self._decode()
+                self._elsewhere = round_.sampling > len(self._sampling)
         finally:
             stopped.set()
             self._abort_waiting()
@@ -196,19 +218,27 @@ class RolloutRunner:
 
     def _gather(self, live: int) -> list[_Request]:
         """The requests that have arrived; waits for one when no slot samples (or, without
-        overlap, until every live episode has asked)."""
+        overlap, until every live episode has asked). With other processes a wait is short
+        (`_ROUND_WAIT_S`): they may need this one in the next round's calls."""
         arrived = []
+        alone = jax.process_count() == 1
 
         def wait_for_one() -> None:
             waited = time.perf_counter()
-            arrived.append(self._requests.get())
-            self._stats.idle_s += time.perf_counter() - waited
+            try:
+                arrived.append(self._requests.get(timeout=None if alone else _ROUND_WAIT_S))
+            except queue.Empty:
+                return
+            finally:
+                self._stats.idle_s += time.perf_counter() - waited
             self._count(arrived[-1])
 
-        if not self._sampling:
+        if not self._sampling and not self._elsewhere and (live or alone):
             wait_for_one()
         while not self.overlap and self._waiting < live and not _ended(arrived):
             wait_for_one()
+            if not alone:
+                break
         while True:
             try:
                 arrived.append(self._requests.get_nowait())
@@ -231,30 +261,30 @@ class RolloutRunner:
         finally:
             self._stats.decode_s += time.perf_counter() - begun
 
-    def _serve(self, request: _Request) -> None:
+    def _start_reply(self, request: _Request) -> None:
         slot = request.slot
-        if request.kind == "reply":
-            room = self.engine.config.capacity - self.engine.length(slot)
-            if room <= 0:
-                self._answer(request, Reply([], [], "", context_full=True))
-                return
-            budget = min(self.rollout.max_reply_tokens, room)
-            self._engine_call(self.engine.start_turn, slot, budget)
-            self._sampling[slot] = _Sampling(request)
+        room = self.engine.config.capacity - self.engine.length(slot)
+        if room <= 0:
+            self._answer(request, Reply([], [], "", context_full=True))
             return
-        try:
-            if request.kind == "start":
-                ids, stream = request.payload
-                self._engine_call(self.engine.prefill, slot, ids, stream)
-            else:
-                ids = request.payload
-                self._engine_call(self.engine.extend, slot, ids)
-        except ContextFull:
-            self._answer(request, False)
-            return
-        # The prompt's last token is fed by the first decode step.
-        self._stats.model_tokens += len(ids) - (request.kind == "start")
-        self._answer(request, True)
+        budget = min(self.rollout.max_reply_tokens, room)
+        self._engine_call(self.engine.start_turn, slot, budget)
+        self._sampling[slot] = _Sampling(request)
+
+    def _feed(self, starts: list[_Request], extends: list[_Request]) -> None:
+        """Prompts and observations into their slots, in one set of ingest calls (collective);
+        a request that does not fit is answered False."""
+        refused = self._engine_call(
+            self.engine.feed,
+            [(r.slot, *r.payload) for r in starts],
+            [(r.slot, r.payload) for r in extends],
+        )
+        for request in starts + extends:
+            ok = request.slot not in refused
+            if ok:  # the prompt's last token is fed by the first decode step
+                ids = request.payload[0] if request.kind == "start" else request.payload
+                self._stats.model_tokens += len(ids) - (request.kind == "start")
+            self._answer(request, ok)
 
     def _decode(self) -> None:
         result = self._engine_call(self.engine.decode)
@@ -286,6 +316,23 @@ class RolloutRunner:
                 return
             if not request.answer.done():
                 request.answer.set_exception(_Aborted())
+
+
+@dataclasses.dataclass(frozen=True)
+class _Round:
+    """What every process's rollout has this round, summed over processes."""
+
+    unfinished: int  # processes with jobs waiting or episodes live
+    fills: int  # prompts and observations to feed
+    sampling: int  # slots decoding
+
+
+def _agree(unfinished: bool, fills: int, sampling: int) -> _Round:
+    """This round's work over all processes: each process runs the same device calls."""
+    local = np.array([unfinished, fills, sampling], np.int64)
+    if jax.process_count() == 1:
+        return _Round(*(int(x) for x in local))
+    return _Round(*(int(x) for x in distributed.allgather(local).sum(axis=0)))
 
 
 def _ended(requests: list[_Request]) -> bool:

@@ -3,17 +3,24 @@
 runs/<name>/
     config.json            the resolved config of the run
     metrics.jsonl          one row per finished RFT phase, DAPO iteration and evaluation
-    trajectories/          iter_NNNNN.jsonl, eval_NNNNN.jsonl, rft_00000.jsonl
+    trajectories/          iter_NNNNN.jsonl, eval_NNNNN.jsonl, rft_00000.jsonl (with many
+                           processes, each writes its own: iter_NNNNN.process_P.jsonl)
+    logs/process_P.log     each process's log
     checkpoints/           orbax: parameters, optimizer state, and where the run stands
     plots/                 Pass@1, Pass@k, submits and mean turns per iteration
     pool.json              the curated task pool, when tasks.curate_from is set
+
+With many processes, process 0 writes what there is one of (config.json, metrics.jsonl,
+plots, pool.json); the directory must be one every process sees (a shared file system).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 
+from swejax import distributed
 from swejax.config import Config, config_to_json
 from swejax.run._rows import Progress, Row, row_from_dict, row_to_dict
 
@@ -26,20 +33,39 @@ class RunDirectory:
         self.checkpoints = os.path.join(self.path, "checkpoints")
         self.metrics = os.path.join(self.path, "metrics.jsonl")
         self.pool = os.path.join(self.path, "pool.json")
-        for directory in (self.path, self.trajectories, self.plots):
+        self.logs = os.path.join(self.path, "logs")
+        self.leader = distributed.is_leader()
+        for directory in (self.path, self.trajectories, self.plots, self.logs):
             os.makedirs(directory, exist_ok=True)
-        with open(os.path.join(self.path, "config.json"), "w") as f:
-            f.write(config_to_json(config))
+        if self.leader:
+            with open(os.path.join(self.path, "config.json"), "w") as f:
+                f.write(config_to_json(config))
+
+    def log_to_file(self) -> None:
+        """This process's log lines (swejax's loggers) also go to logs/process_P.log."""
+        path = os.path.join(self.logs, f"process_{distributed.process_index()}.log")
+        root = logging.getLogger("swejax")
+        if any(getattr(h, "baseFilename", None) == path for h in root.handlers):
+            return
+        handler = logging.FileHandler(path)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+        root.addHandler(handler)
+        root.setLevel(min(root.level or logging.INFO, logging.INFO))
 
     def trajectory_file(self, kind: str, index: int) -> str:
         """A fresh file for a phase's trajectories (a partial one from a killed run goes)."""
-        path = os.path.join(self.trajectories, f"{kind}_{index:05d}.jsonl")
+        name = f"{kind}_{index:05d}"
+        if distributed.process_count() > 1:
+            name += f".process_{distributed.process_index()}"
+        path = os.path.join(self.trajectories, name + ".jsonl")
         if os.path.exists(path):
             os.remove(path)
         return path
 
     def append(self, row: Row) -> None:
-        """Add a row, durably: on disk before this returns."""
+        """Add a row, durably: on disk before this returns (process 0 only writes)."""
+        if not self.leader:
+            return
         with open(self.metrics, "a") as f:
             f.write(json.dumps(row_to_dict(row)) + "\n")
             f.flush()
@@ -54,6 +80,8 @@ class RunDirectory:
 
     def keep_rows(self, progress: Progress) -> None:
         """Drop the rows of work the last checkpoint does not include (a killed run's)."""
+        if not self.leader:
+            return
         rows = [row for row in self.rows() if progress.counts(row)]
         with open(self.metrics, "w") as f:
             f.writelines(json.dumps(row_to_dict(row)) + "\n" for row in rows)

@@ -30,9 +30,11 @@ def open_run(built: builder.Built, train_tasks, eval_tasks) -> phases.Context:
     config = built.config
     builder.check_row_length(config, built.mesh)
     run = RunDirectory(config)
+    run.log_to_file()
     train_tasks = list(train_tasks)
     if config.tasks.curate_from:
-        train_tasks = curated_tasks(train_tasks, config.tasks.curate_from, run.pool)
+        record = run.pool if run.leader else None
+        train_tasks = curated_tasks(train_tasks, config.tasks.curate_from, record)
     return phases.Context(built, run, train_tasks, list(eval_tasks))
 
 
@@ -79,7 +81,8 @@ def train(ctx: phases.Context) -> list[Row]:
             checkpoints.save(step, model, trainer.opt_state, progress)
     checkpoints.wait()
     rows = ctx.run.rows()
-    from swejax.plots import write_plots  # matplotlib, only once the run is done
+    if ctx.run.leader:
+        from swejax.plots import write_plots  # matplotlib, only once the run is done
 
-    write_plots(rows, ctx.run.plots)
+        write_plots(rows, ctx.run.plots)
     return rows

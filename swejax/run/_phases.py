@@ -3,6 +3,11 @@
 Each phase takes the run's `Context` (what was built, the run directory, the tasks) and returns
 its typed metrics row; `swejax.run._loop` orders them, saves and resumes. The `eval` mode calls
 `evaluate` on its own, so an evaluation means the same in both.
+
+With many processes every process runs every phase: each rolls out its own tasks
+(`swejax.run._processes`), the metrics come from every process's outcomes, and each trains on
+its own trajectories as its rows of each global batch, every step holding the same sequences
+as with one process.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import numpy as np
 from flax import nnx
 from tqdm.auto import tqdm
 
-from swejax import builder
+from swejax import builder, distributed
 from swejax.errors import UserError
 from swejax.rl import (
     TrainSequence,
@@ -35,13 +40,14 @@ from swejax.rollout import (
     read_trajectories,
     write_trajectory,
 )
+from swejax.run import _processes as processes
 from swejax.run._crash import crash_point
 from swejax.run._directory import RunDirectory
 from swejax.run._rows import DapoRow, EvalRow, PassMetrics, Progress, RftRow, RolloutSummary, mean
 from swejax.sampling import SamplingParams, require_unbiased
 from swejax.sharding import activation_mesh
 from swejax.tasks import Task
-from swejax.train import BATCH_FIELDS, Trainer, token_logprobs
+from swejax.train import BATCH_FIELDS, Trainer, global_rows, local_rows, token_logprobs
 
 
 class RunError(UserError):
@@ -84,7 +90,7 @@ def rollout(
     """Every (task, group) job rolled out with the current weights; trajectories on disk as
     they finish. `draw` names the rollout's random streams (phase, iteration): with the run's
     seed, the job and the token position it fixes every draw. The engine's KV pools are
-    released afterwards."""
+    released afterwards. Each process rolls out its own tasks' jobs and returns those."""
     key = (sampling.temperature, sampling.top_k, sampling.top_p)
     if sampling.training:  # a filtered sampler would bias the DAPO importance ratio
         require_unbiased(SamplingParams(*key))
@@ -102,30 +108,33 @@ def rollout(
 
     try:
         with tqdm(total=len(jobs), desc=desc, unit="episode", leave=False) as bar:
-            return runner.run(jobs, path, on_trajectory=finished, draw=draw)
+            return runner.run(processes.my_jobs(jobs), path, on_trajectory=finished, draw=draw)
     finally:
         # The KV pools are as large as the train step's activations at long context: only
         # one of the two lives at a time (the next rollout's reseed allocates them again).
         engine.release()
 
 
-def outcomes_by_task(tasks: Sequence[Task], runs: int, trajectories) -> dict[str, list[bool]]:
-    """task -> resolved per run (a run that did not finish counts as unresolved)."""
-    outcomes = {task.instance_id: [False] * runs for task in tasks}
-    for t in trajectories:
-        outcomes[t.task_id][t.group] = t.resolved
-    return outcomes
+def outcomes_by_task(tasks: Sequence[Task], runs: int, outcomes) -> dict[str, list[bool]]:
+    """task -> resolved per run (a run that did not finish counts as unresolved), from the
+    episodes' trajectories or `Outcome`s."""
+    by_task = {task.instance_id: [False] * runs for task in tasks}
+    for o in outcomes:
+        by_task[o.task_id][o.group] = o.resolved
+    return by_task
 
 
 def evaluate(
     ctx: Context, tasks: Sequence[Task], runs: int, sampling: Sampling, index: int, path, desc
 ) -> tuple[PassMetrics, RolloutSummary, list[Trajectory]]:
-    """Pass@1 (mean of `runs` runs per task, with its standard error) and Pass@runs; `index`
-    is the run's evaluation count (its draws are ("eval", index, task, run))."""
+    """Pass@1 (mean of `runs` runs per task, with its standard error) and Pass@runs over every
+    process's episodes; `index` is the run's evaluation count (its draws are ("eval", index,
+    task, run)). The trajectories returned are this process's."""
     jobs = [(task, run) for task in tasks for run in range(runs)]
     trajectories, _ = rollout(ctx, jobs, path, sampling, ("eval", index), desc)
-    passes = PassMetrics.from_dict(pass_metrics(outcomes_by_task(tasks, runs, trajectories)))
-    return passes, RolloutSummary.of(trajectories), trajectories
+    outcomes = processes.gathered_outcomes(trajectories, processes.job_order(jobs))
+    passes = PassMetrics.from_dict(pass_metrics(outcomes_by_task(tasks, runs, outcomes)))
+    return passes, RolloutSummary.of(outcomes), trajectories
 
 
 def evaluation(ctx: Context, progress: Progress, stage: str) -> EvalRow:
@@ -159,42 +168,77 @@ def row_count_for(rows: int, multiple: int) -> int:
 
 
 def train_on(
-    ctx: Context, trainer: Trainer, sequences: list[TrainSequence], batch_size: int, rng, crash_at
+    ctx: Context,
+    trainer: Trainer,
+    sequences: list[TrainSequence],
+    batch_size: int,
+    rng,
+    crash_at,
+    keys: Sequence[tuple[str, int]],
+    order: dict,
 ) -> list[dict]:
-    """One pass: shuffled optimizer steps of `batch_size` trajectories; metrics of each step."""
+    """One pass: shuffled optimizer steps of `batch_size` trajectories; metrics of each step.
+
+    `sequences` are this process's, `keys[i]` the (task id, sample) of sequence i, `order`
+    the phase's job order. The shuffle is over every process's sequences in job order, so a
+    step trains on the same sequences whatever the number of processes; each process packs
+    its own of them into its rows of the step's global batch (as many rows on each)."""
     row_length = ctx.config.row_length
-    mesh = ctx.built.mesh
-    shards = mesh.shape["data"] * mesh.shape["fsdp"] if mesh is not None else 1
-    multiple = ctx.config.train.micro_batches * shards
-    order = rng.permutation(len(sequences))
+    count = distributed.process_count()
+    rows_multiple = ctx.config.train.micro_batches * _batch_shards(ctx.built.mesh)
+    if rows_multiple % count:
+        raise RunError(
+            f"{count} processes cannot split a batch of a multiple of {rows_multiple} rows "
+            "(train.micro_batches x the mesh's data x fsdp): each process packs its own rows"
+        )
+    everyone = processes.gathered_keys(keys, order)
+    by_key = dict(zip(keys, sequences, strict=True))
+    permutation = rng.permutation(len(everyone))
     steps = []
-    for begin in range(0, len(order), batch_size):
-        chunk = [sequences[i] for i in order[begin : begin + batch_size]]
-        rows = len(first_fit([len(s.tokens) for s in chunk], row_length))
-        packed = pack(chunk, row_length, row_count_for(rows, multiple))
+    for begin in range(0, len(permutation), batch_size):
+        chosen = [everyone[i] for i in permutation[begin : begin + batch_size]]
+        chunk = [by_key[k] for k in chosen if k in by_key]
+        rows = processes.global_max(len(first_fit([len(s.tokens) for s in chunk], row_length)))
+        packed = pack(chunk, row_length, row_count_for(rows, rows_multiple // count))
         metrics = trainer.step({name: getattr(packed, name) for name in BATCH_FIELDS})
-        metrics["fill_ratio"] = packed.fill_ratio
+        metrics["fill_ratio"] = float(processes.global_sums(packed.fill_ratio)[0] / count)
         steps.append(metrics)
         crash_point(crash_at)  # after the first optimizer step changed the weights
     return steps
+
+
+def _batch_shards(mesh) -> int:
+    return mesh.shape["data"] * mesh.shape["fsdp"] if mesh is not None else 1
 
 
 _forward_logprobs = nnx.jit(token_logprobs)
 
 
 def recomputed_logprobs(model, trajectories: Sequence[Trajectory], mesh) -> list[np.ndarray]:
-    """pi_old by a forward pass of the current weights over each trajectory."""
-    out = []
-    for t in trajectories:
-        tokens = np.asarray(t.tokens, np.int32)[None]
-        length = 1 << max(0, tokens.shape[1] - 1).bit_length()  # few shapes to compile
-        padded = np.zeros((1, length), np.int32)
-        padded[:, : tokens.shape[1]] = tokens
-        positions = np.arange(length, dtype=np.int32)[None]
-        segments = (positions < tokens.shape[1]).astype(np.int32)
+    """pi_old by a forward pass of the current weights over each trajectory, packed into rows
+    of the longest one's power of two (few shapes to compile), a row per batch shard per call;
+    with many processes each fills its rows of every call (collective)."""
+    count = distributed.process_count()
+    lengths = [len(t.tokens) for t in trajectories]
+    longest = processes.global_max(max(lengths, default=1))
+    row_length = 1 << max(0, longest - 1).bit_length()
+    groups = first_fit(lengths, row_length)
+    per_call = max(1, _batch_shards(mesh) // count)
+    calls = processes.global_max(math.ceil(len(groups) / per_call))
+    out: list[np.ndarray] = [np.zeros(0, np.float32)] * len(trajectories)
+    for c in range(calls):
+        members = [i for group in groups[c * per_call : (c + 1) * per_call] for i in group]
+        sequences = [
+            TrainSequence(trajectories[i].tokens, trajectories[i].loss_mask, lengths[i] * [0.0], 0)
+            for i in members
+        ]
+        packed = pack(sequences, row_length, per_call)  # the same rows as `groups` gave them
+        fields = (packed.tokens, packed.positions, packed.segment_ids)
         with activation_mesh(mesh):
-            logprobs, _ = _forward_logprobs(model, padded, positions, segments)
-        out.append(np.asarray(logprobs)[0, : tokens.shape[1]])
+            logprobs, _ = _forward_logprobs(model, *(global_rows(mesh, x) for x in fields))
+        logprobs = local_rows(logprobs)
+        for i, (row, start, n) in zip(members, packed.placement, strict=True):
+            out[i] = logprobs[row, start : start + n]
     return out
 
 
@@ -207,28 +251,39 @@ def rft(ctx: Context) -> RftRow:
     path = ctx.run.trajectory_file("rft", 0)
     if source == "demonstrations":
         env = builder.episode_env(c)
+        jobs = [(task, 0) for task in ctx.train_tasks]
         trajectories = []
-        for task in tqdm(ctx.train_tasks, desc="demonstrations", leave=False):
+        for task, _ in tqdm(processes.my_jobs(jobs), desc="demonstrations", leave=False):
             trajectories.append(demonstrate(task, ctx.built.tokenizer, env))
             write_trajectory(path, trajectories[-1])
+        order = processes.job_order(jobs)
     elif source == "policy":
         jobs = [(task, g) for task in ctx.train_tasks for g in range(c.rft.attempts)]
         sampling = Sampling(c.rollout.temperature, training=True)
         trajectories, _ = rollout(ctx, jobs, path, sampling, ("rft",), "rft")
+        order = processes.job_order(jobs)
     else:
         if not os.path.isfile(source):
             raise RunError(f"rft.source {source!r}: no such trajectories file")
         trajectories = list(read_trajectories(source))
+        keys = [(t.task_id, t.group) for t in trajectories]
+        order = {key: i for i, key in enumerate(dict.fromkeys(keys))}
+        kept = set(processes.mine(list(dict.fromkeys(t.task_id for t in trajectories))))
+        trajectories = [t for t in trajectories if t.task_id in kept]
     sequences = rft_sequences(trajectories, c.rft.mask_format_errors)
-    if not sequences:
+    keys = [(t.task_id, t.group) for t in trajectories if t.resolved and not t.infrastructure_error]
+    total_trajectories, total_sequences = processes.global_sums(len(trajectories), len(keys))
+    if not total_sequences:
         raise RunError(f"rft.source {source!r} gave no successful trajectory to train on")
-    trainer = builder.build_trainer(ctx.built, "rft", len(sequences))
+    trainer = builder.build_trainer(ctx.built, "rft", int(total_sequences))
     steps = []
     for _ in tqdm(range(c.rft.epochs), desc="rft epochs", leave=False):
-        steps += train_on(ctx, trainer, sequences, c.rft.batch_size, rng, crash_at="rft")
+        steps += train_on(
+            ctx, trainer, sequences, c.rft.batch_size, rng, "rft", keys=keys, order=order
+        )
     return RftRow(
-        trajectories=len(trajectories),
-        trained_on=len(sequences),
+        trajectories=int(total_trajectories),
+        trained_on=int(total_sequences),
         steps=len(steps),
         loss_first=steps[0]["loss"],
         loss_last=steps[-1]["loss"],
@@ -255,6 +310,8 @@ def dapo_iteration(ctx: Context, index: int, trainer: Trainer) -> DapoRow:
         crash_at=f"rollout:{index}",
     )
     rollout_s = time.perf_counter() - begun
+    order = processes.job_order(jobs)
+    # A task's whole group is on this process: its advantages are local.
     usable = [t for t in trajectories if not t.infrastructure_error]
     advantages = group_advantages([t.reward for t in usable], [t.task_id for t in usable])
     sequences = dapo_sequences(usable, advantages)
@@ -272,19 +329,27 @@ def dapo_iteration(ctx: Context, index: int, trainer: Trainer) -> DapoRow:
         ]
     recompute_s = time.perf_counter() - started
     started = time.perf_counter()
+    gap = np.concatenate(gaps) if gaps else np.zeros(0)
+    totals = processes.global_sums(len(usable), len(sequences), gap.sum(), gap.size)
+    usable_total, sequences_total, gap_sum, gap_count = totals
+    gap_max = processes.global_max_float(float(gap.max()) if gap.size else 0.0)
+    keys = [(t.task_id, t.group) for t in kept]
     steps = []
-    if sequences:
-        steps = train_on(ctx, trainer, sequences, c.dapo.batch_size, rng, f"train:{index}")
+    if sequences_total:
+        steps = train_on(
+            ctx, trainer, sequences, c.dapo.batch_size, rng, f"train:{index}", keys, order
+        )
     applied = [s for s in steps if not s["skipped"]]
+    idle = processes.global_sums(stats.idle_fraction)[0] / distributed.process_count()
     return DapoRow(
         iteration=index,
-        rollout=RolloutSummary.of(trajectories),
-        filtered_fraction=1.0 - len(sequences) / max(1, len(usable)),
+        rollout=RolloutSummary.of(processes.gathered_outcomes(trajectories, order)),
+        filtered_fraction=1.0 - sequences_total / max(1, usable_total),
         optimizer_steps=len(steps),
         skipped_steps=len(steps) - len(applied),
-        idle_fraction=stats.idle_fraction,
-        logprob_gap_mean=mean(np.concatenate(gaps)) if gaps else 0.0,
-        logprob_gap_max=float(max((g.max() for g in gaps if g.size), default=0.0)),
+        idle_fraction=float(idle),
+        logprob_gap_mean=float(gap_sum / gap_count) if gap_count else 0.0,
+        logprob_gap_max=gap_max,
         seconds=time.perf_counter() - begun,
         rollout_s=rollout_s,
         recompute_s=recompute_s,

@@ -33,17 +33,18 @@ class RolloutSummary:
     format_errors: float  # per trajectory
 
     @classmethod
-    def of(cls, trajectories: Sequence) -> RolloutSummary:
-        usable = [t for t in trajectories if not t.infrastructure_error]
+    def of(cls, outcomes: Sequence) -> RolloutSummary:
+        """The summary of episodes' `swejax.run._processes.Outcome`s (every process's)."""
+        usable = [o for o in outcomes if not o.infrastructure_error]
         return cls(
-            trajectories=len(trajectories),
-            infrastructure_errors=len(trajectories) - len(usable),
-            reward=mean(t.reward for t in usable),
-            pass_rate=mean(t.resolved for t in usable),
-            submits=sum(t.end_reason == "submitted" for t in usable),
-            mean_turns=mean(t.num_turns for t in usable),
-            tokens=sum(len(t.tokens) for t in usable),
-            format_errors=mean(len(t.format_error_turns) for t in usable),
+            trajectories=len(outcomes),
+            infrastructure_errors=len(outcomes) - len(usable),
+            reward=mean(o.reward for o in usable),
+            pass_rate=mean(o.resolved for o in usable),
+            submits=sum(o.end_reason == "submitted" for o in usable),
+            mean_turns=mean(o.num_turns for o in usable),
+            tokens=sum(o.tokens for o in usable),
+            format_errors=mean(o.format_errors for o in usable),
         )
 
 

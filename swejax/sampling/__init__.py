@@ -11,7 +11,14 @@ from swejax.config import EngineConfig
 from swejax.sampling._engine import ContextFull, DecodeResult, Engine
 from swejax.sampling._generate import Generation, generate
 from swejax.sampling._programs import DecodeProgram, StopReason, jit_decode
-from swejax.sampling._state import EngineState, abstract_state, cache_bytes_per_token
+from swejax.sampling._state import (
+    EngineState,
+    SlotTable,
+    abstract_state,
+    abstract_table,
+    cache_bytes_per_token,
+    row_sharding,
+)
 from swejax.sampling._strategies import SamplingParams, require_unbiased, sample
 from swejax.sampling._streams import stream_id
 
@@ -22,14 +29,17 @@ __all__ = [
     "Engine",
     "EngineConfig",
     "EngineState",
+    "SlotTable",
     "Generation",
     "SamplingParams",
     "StopReason",
     "abstract_state",
+    "abstract_table",
     "cache_bytes_per_token",
     "generate",
     "jit_decode",
     "require_unbiased",
+    "row_sharding",
     "sample",
     "stream_id",
 ]

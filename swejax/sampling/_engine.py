@@ -19,11 +19,20 @@ and gives its slots only its own pages, so a device holds its slots' K/V and no 
 (OUT_OF_PAGES); the other shards go on. Ingest calls put each shard's rows in that shard's
 block of rows.
 
-The device work is three jitted programs (`swejax.sampling._programs`) over one donated state
+The device work is two jitted programs (`swejax.sampling._programs`) over one donated state
 (`swejax.sampling._state`), each with fixed shapes per page bucket and fixed output shardings:
 the cache is updated in place and nothing recompiles once each bucket has been seen. The
-model's parameters are read from the model at each call, so the engine samples from whatever
-weights the trainer has just written (one copy of the weights).
+slots' bookkeeping lives on the host and goes in with each call. The model's parameters are
+read from the model at each call, so the engine samples from whatever weights the trainer has
+just written (one copy of the weights).
+
+Many processes (JAX multi-controller): the slots of a batch shard belong to the process whose
+devices hold it (`local_slots`), and only that process feeds, starts or frees them. Every
+process makes the same device calls in the same order with the same shapes, each filling in
+its own slots' rows and reading back only its own: `extend_many`, `decode` and `warm_up` are
+collective (every process calls them, with nothing to do if so), and agree on their page
+buckets and number of ingest calls through a small all-gather. With one process that
+exchange is nothing.
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
+from swejax import distributed
 from swejax.config import EngineConfig
 from swejax.models.kv_cache import pool_page_axes
 from swejax.models.qwen2 import Qwen2
@@ -44,13 +54,19 @@ from swejax.sampling._pages import PageAllocator
 from swejax.sampling._programs import (
     DecodeProgram,
     IngestProgram,
-    SetSlotProgram,
     StopReason,
     jit_decode,
     jit_ingest,
-    jit_set_slot,
 )
-from swejax.sampling._state import new_state, page_shards, replicated, state_shardings
+from swejax.sampling._state import (
+    TABLE_DTYPES,
+    SlotTable,
+    new_key,
+    new_state,
+    page_shards,
+    row_sharding,
+    state_shardings,
+)
 from swejax.sampling._strategies import SamplingParams
 from swejax.sampling._streams import stream_words
 from swejax.sharding import activation_mesh
@@ -64,7 +80,7 @@ class ContextFull(Exception):
 class DecodeResult:
     """What one `decode` call produced, per slot (host numpy)."""
 
-    tokens: list[np.ndarray]  # new tokens of each slot (empty for idle slots)
+    tokens: list[np.ndarray]  # new tokens of each slot (empty for idle and other processes')
     logprobs: list[np.ndarray]  # their log-probabilities under the sampled distribution
     stopped: np.ndarray  # [S] bool: the slot ended its turn during this call
     reasons: np.ndarray  # [S] StopReason of the slots that stopped
@@ -72,8 +88,8 @@ class DecodeResult:
 
 @dataclasses.dataclass
 class _Slot:
-    """The host's copy of one slot's bookkeeping (the device state is never read back); its
-    pages are the allocator's."""
+    """One slot's bookkeeping, kept on the host and sent with each call; its pages are the
+    allocator's."""
 
     cached: int = 0  # tokens whose K/V are in the cache
     pending: int | None = None
@@ -113,13 +129,14 @@ class Engine:
             config.num_slots, config.pool_pages, shards, config.page_size, config.pages_per_slot
         )
         shardings = self._shardings = state_shardings(model.cfg, config, mesh)
+        self._rows = row_sharding(mesh, config)
+        self.local_slots = local_slots(self._rows, config.num_slots)
+        self._local_set = frozenset(self.local_slots)
         # Fixed output shardings: every call hands the state back laid out exactly as it came,
-        # so no call sees a new input layout and recompiles. Host values go in as numpy: a jax
-        # array made inside the mesh context would carry a different sharding than one made
-        # outside, and each sharding is its own compiled program.
+        # so no call sees a new input layout and recompiles. Host values go in as arrays at
+        # the rows' sharding, each process making the shards of its own slots.
         self._ingest = jit_ingest(shardings)
-        self._decode = jit_decode(shardings)
-        self._set_slot = jit_set_slot(shardings)
+        self._decode = jit_decode(shardings, self._rows)
         self.reset()
 
     # --- layout ---------------------------------------------------------------------------
@@ -133,8 +150,7 @@ class Engine:
         if self.state is None:
             self.reset()
             return
-        key = jax.device_put(jax.random.key(seed), replicated(self.mesh))
-        self.state = self.state._replace(key=key)
+        self.state = self.state._replace(key=new_key(seed, self.mesh))
 
     # --- slots ----------------------------------------------------------------------------
 
@@ -158,7 +174,6 @@ class Engine:
         self._check_slot(slot)
         self._pages.free(slot)
         self._slots[slot] = _Slot()
-        self._push(slot)
 
     def length(self, slot: int) -> int:
         """Tokens in the slot's sequence so far, the pending one included."""
@@ -168,23 +183,40 @@ class Engine:
         """Free pages over all batch shards."""
         return self._pages.free_pages()
 
-    def _push(self, slot: int) -> None:
-        """Send the host's bookkeeping of one slot to the device."""
-        s, cfg = self._slots[slot], self.config
-        limit = min(cfg.capacity, self._pages.page_count(slot) * cfg.page_size)
-        with activation_mesh(self.mesh):
-            self.state = self._set_slot(
-                SetSlotProgram(),
-                self.state,
-                np.int32(slot),
-                self._pages.table_row(slot),
-                np.int32(limit),
-                np.int32(s.cached),
-                np.int32(s.pending or 0),
-                np.bool_(s.active),
-                np.int32(s.budget),
-                stream_words(s.stream),
-            )
+    def _global(self, host: np.ndarray) -> jax.Array:
+        """A per-slot host array ([S, ...] or ingest rows) at the rows' sharding; each process
+        makes only the shards on its devices, from its own rows of `host`."""
+        return jax.make_array_from_callback(host.shape, self._rows, lambda index: host[index])
+
+    def _local(self, array: jax.Array) -> np.ndarray:
+        """A per-slot device array read back into a host array of its global shape: the rows
+        of this process's shards filled, the rest zero."""
+        out = np.zeros(array.shape, array.dtype)
+        for shard in array.addressable_shards:
+            out[shard.index] = np.asarray(shard.data)
+        return out
+
+    def _table(self, visible: int) -> SlotTable:
+        """The slot table of every slot, for a call attending over `visible` pages (other
+        processes' slots are filled in by their own processes)."""
+        slots, cfg = self._slots, self.config
+        host = SlotTable(
+            np.stack([self._pages.table_row(i)[:visible] for i in range(cfg.num_slots)]),
+            np.array(
+                [
+                    min(cfg.capacity, self._pages.page_count(i) * cfg.page_size)
+                    for i in range(cfg.num_slots)
+                ]
+            ),
+            np.array([s.cached for s in slots]),
+            np.array([s.pending or 0 for s in slots]),
+            np.array([s.active for s in slots]),
+            np.array([s.budget for s in slots]),
+            np.stack([stream_words(s.stream) for s in slots]),
+        )
+        return SlotTable(
+            *(self._global(x.astype(dt)) for x, dt in zip(host, TABLE_DTYPES, strict=True))
+        )
 
     def _bucket(self, pages: int) -> int:
         """The number of pages a call attends over: a power of two, at most pages_per_slot."""
@@ -212,24 +244,30 @@ class Engine:
     def _run_ingest(self, visible: int, rows: list[tuple[int, list[int]]]) -> None:
         """One ingest call over (slot, tokens) rows, at most `_shard_rows` of each shard, padded
         to full shape: shard g's rows fill block g of the call's rows, as the page pool's
-        shards expect. Padding rows name a slot of their block's shard and feed nothing."""
+        shards expect. Padding rows feed nothing."""
         per, shards = self._shard_rows, self._pages.num_shards
-        first_slots = np.arange(shards, dtype=np.int32) * self._pages.slots_per_shard
-        slots = np.repeat(first_slots, per)
         tokens = np.zeros((per * shards, self.config.ingest_chunk), np.int32)
         counts = np.zeros(per * shards, np.int32)
+        starts = np.zeros(per * shards, np.int32)
+        pages = np.full((per * shards, visible), self._pages.unassigned, np.int32)
         used = [0] * shards
         for slot, part in rows:
             g = self._pages.shard(slot)
             r = g * per + used[g]
             used[g] += 1
-            slots[r], counts[r] = slot, len(part)
+            counts[r], starts[r] = len(part), self._slots[slot].cached
             tokens[r, : len(part)] = part
+            pages[r] = self._pages.table_row(slot)[:visible]
         program = IngestProgram(self._graphdef, visible_pages=visible)
+        arrays = (self._global(x) for x in (tokens, counts, starts, pages))
         with activation_mesh(self.mesh):
-            self.state = self._ingest(
-                program, nnx.state(self.model), self.state, slots, tokens, counts
-            )
+            self.state = self._ingest(program, nnx.state(self.model), self.state, *arrays)
+
+    def decode_arguments(self, visible: int) -> tuple:
+        """The decode program's arguments after the program: params, state, the slot table
+        for `visible` pages and the capacity (for lowering it, as the tests and tools do)."""
+        table = self._table(visible)
+        return nnx.state(self.model), self.state, table, np.int32(self.config.capacity)
 
     def _run_decode(self, visible: int, num_steps: int):
         program = DecodeProgram(
@@ -241,9 +279,7 @@ class Engine:
             split_layer_weights=self.config.split_layer_weights,
         )
         with activation_mesh(self.mesh):
-            self.state, out = self._decode(
-                program, nnx.state(self.model), self.state, np.int32(self.config.capacity)
-            )
+            self.state, out = self._decode(program, *self.decode_arguments(visible))
         return out
 
     def warm_up(self) -> None:
@@ -255,7 +291,6 @@ class Engine:
         if any(s.active or s.pending is not None for s in self._slots):
             raise RuntimeError("warm_up must run on an empty engine")
         buckets = sorted({self._bucket(n) for n in range(1, self.config.pages_per_slot + 1)})
-        self._push(0)
         for visible in buckets:
             self._run_ingest(visible, [])
             self._run_decode(visible, self.config.steps_per_call)
@@ -287,7 +322,8 @@ class Engine:
         self.extend_many([(slot, tokens)])
 
     def extend_many(self, requests: Sequence[tuple[int, Sequence[int]]]) -> None:
-        """Append tokens to several slots; all are checked before any is changed."""
+        """Append tokens to several slots; all are checked before any is changed. Collective
+        (as is `prefill_many`): every process calls it, with its own slots' requests or none."""
         requests = [(slot, [int(t) for t in tokens]) for slot, tokens in requests if len(tokens)]
         if len({slot for slot, _ in requests}) != len(requests):
             raise ValueError("extend_many got the same slot twice")
@@ -299,31 +335,71 @@ class Engine:
                     f"slot {slot} holds {self._slots[slot].length} tokens; {len(tokens)} more "
                     f"exceed its capacity of {self.config.capacity}"
                 )
+        for slot, tokens in requests:
+            if not self._pages.reserve(slot, self._slots[slot].length + len(tokens)):
+                raise ContextFull(f"the KV page pool has no free page left for slot {slot}")
+        self._ingest_requests(requests)
+
+    def feed(
+        self,
+        starts: Sequence[tuple[int, Sequence[int], int]],
+        extends: Sequence[tuple[int, Sequence[int]]],
+    ) -> set[int]:
+        """Start sequences (slot, prompt, stream) and extend others (slot, tokens), all in one
+        set of ingest calls. Unlike `extend_many`, a request that does not fit (the slot's
+        capacity, or its shard's pages) is refused on its own: the slots refused come back,
+        and a refused start leaves its slot empty. Collective, like `extend_many`."""
+        for slot, _, stream in starts:
+            self.free(slot)
+            self._slots[slot].stream = stream
+        requests = [(slot, [int(t) for t in ids]) for slot, ids, _ in starts]
+        requests += [(slot, [int(t) for t in ids]) for slot, ids in extends]
+        if len({slot for slot, _ in requests}) != len(requests):
+            raise ValueError("feed got the same slot twice")
+        accepted, refused = [], set()
+        for slot, tokens in requests:
+            self._check_slot(slot)
+            total = self._slots[slot].length + len(tokens)
+            if total > self.config.capacity or not self._pages.reserve(slot, total):
+                refused.add(slot)
+            elif tokens:
+                accepted.append((slot, tokens))
+        for slot, _, _ in starts:
+            if slot in refused:
+                self.free(slot)
+        self._ingest_requests(accepted)
+        return refused
+
+    def _ingest_requests(self, requests: list[tuple[int, list[int]]]) -> None:
+        """Feed checked requests whose pages are reserved: each slot's sequence so far plus its
+        tokens, all but the last ingested (the last is pending)."""
         queue = []
         for slot, tokens in requests:
             s = self._slots[slot]
-            if not self._pages.reserve(slot, s.length + len(tokens)):
-                raise ContextFull(f"the KV page pool has no free page left for slot {slot}")
             sequence = ([] if s.pending is None else [s.pending]) + tokens
             to_ingest, s.pending = sequence[:-1], sequence[-1]
-            self._push(slot)  # the new pages, before the tokens that use them
             queue.append((slot, to_ingest))
-        chunk, offset = self.config.ingest_chunk, 0
+        calls = self._ingest_calls(queue)
+        buckets = agreed_buckets([self._bucket(held) for _, held in calls])
+        for c, visible in enumerate(buckets):
+            group = calls[c][0] if c < len(calls) else []  # another process's call
+            self._run_ingest(visible, group)
+            for slot, part in group:
+                self._slots[slot].cached += len(part)
+
+    def _ingest_calls(self, queue: list[tuple[int, list[int]]]) -> list[tuple[list, int]]:
+        """The ingest calls that feed `queue`'s (slot, ids), `ingest_chunk` tokens of each slot
+        at a time: (rows, the most pages a row's slot holds) per call."""
+        chunk, offset, calls = self.config.ingest_chunk, 0, []
         while True:
             rows = [
                 (slot, ids[offset : offset + chunk]) for slot, ids in queue if len(ids) > offset
             ]
             if not rows:
-                break
+                return calls
             for group in self._ingest_groups(rows):
-                held = max(self._pages.page_count(slot) for slot, _ in group)
-                visible = self._bucket(held)
-                self._run_ingest(visible, group)
-                for slot, part in group:
-                    self._slots[slot].cached += len(part)
+                calls.append((group, max(self._pages.page_count(slot) for slot, _ in group)))
             offset += chunk
-        for slot, _ in requests:
-            self._push(slot)  # the new pending token
 
     # --- decoding ---------------------------------------------------------------------------
 
@@ -338,24 +414,22 @@ class Engine:
         if s.length >= self.config.capacity:
             raise ContextFull(f"slot {slot} is full ({self.config.capacity} tokens)")
         s.active, s.budget = True, max_tokens
-        self._push(slot)
 
     def decode(self, num_steps: int | None = None) -> DecodeResult:
-        """Run up to `num_steps` (default: config.steps_per_call) steps for every active slot."""
+        """Run up to `num_steps` (default: config.steps_per_call) steps for every active slot.
+        Collective: every process calls it (`num_steps` alike), each reading back its own
+        slots."""
         num_steps = num_steps or self.config.steps_per_call
         if self.state is None:
             raise RuntimeError("the engine's KV cache was released; reset() or reseed() first")
         active = [i for i, s in enumerate(self._slots) if s.active]
         for slot in active:
             # Pages for this call's tokens; a slot the pool cannot serve stops OUT_OF_PAGES.
-            before = self._pages.page_count(slot)
             self._pages.reserve(slot, self._slots[slot].length + num_steps)
-            if self._pages.page_count(slot) != before:
-                self._push(slot)
         held = (self._pages.page_count(i) for i in active)
-        visible = self._bucket(max(held, default=1))
+        (visible,) = agreed_buckets([self._bucket(max(held, default=1))])
         out = self._run_decode(visible, num_steps)
-        tokens, logprobs, emitted, reasons = (np.asarray(x) for x in out)
+        tokens, logprobs, emitted, reasons = (self._local(x) for x in out)
         stopped = np.zeros(self.config.num_slots, bool)
         result_tokens, result_logprobs = [], []
         for slot, s in enumerate(self._slots):
@@ -376,3 +450,37 @@ class Engine:
             raise RuntimeError("the engine's KV cache was released; reset() or reseed() first")
         if not 0 <= slot < self.config.num_slots:
             raise IndexError(f"slot {slot} out of range [0, {self.config.num_slots})")
+        if slot not in self._local_set:
+            raise IndexError(
+                f"slot {slot} belongs to another process (this one's: {self.local_slots})"
+            )
+
+
+def local_slots(rows: jax.sharding.Sharding, num_slots: int) -> tuple[int, ...]:
+    """The slots whose rows live on this process's devices. A slot's rows must live on one
+    process only (each is fed, sampled and freed by one); a layout that splits a batch shard
+    over processes (tensor or context axes across hosts) is refused."""
+    owners: dict[int, set[int]] = {}
+    for device, index in rows.devices_indices_map((num_slots,)).items():
+        for slot in range(num_slots)[index[0]]:
+            owners.setdefault(slot, set()).add(device.process_index)
+    shared = [slot for slot, processes in owners.items() if len(processes) > 1]
+    if shared:
+        raise ValueError(
+            f"slot {shared[0]}'s shard spans processes {sorted(owners[shared[0]])}: the "
+            "engine's slots are split over the batch axes, and each batch shard must sit on "
+            "one host (keep the tensor and context axes within a host)"
+        )
+    me = jax.process_index()
+    return tuple(slot for slot in range(num_slots) if me in owners[slot])
+
+
+def agreed_buckets(local: list[int]) -> list[int]:
+    """Page buckets of the coming calls as every process makes them: as many calls as the
+    process with most, each attending over the most pages any process needs for it."""
+    if jax.process_count() == 1:
+        return local
+    counts = distributed.allgather(np.int64(len(local)))
+    padded = np.ones(int(counts.max()), np.int64)
+    padded[: len(local)] = local
+    return [int(b) for b in distributed.allgather(padded).max(axis=0)]

@@ -1,5 +1,5 @@
-"""The engine's device programs: ingest (write prompt or observation K/V), decode (sample up to
-N steps per slot) and set-slot (overwrite one slot's bookkeeping).
+"""The engine's device programs: ingest (write prompt or observation K/V) and decode (sample up
+to N steps per slot), each taking the host's bookkeeping of the rows it serves as arguments.
 
 Each program is a frozen, hashable dataclass of its static configuration (graphdef, visible
 pages, steps, sampling, ...), called with the arrays it works on. `jax.jit` takes the program
@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from swejax.sampling._state import EngineState
+from swejax.sampling._state import EngineState, SlotTable
 from swejax.sampling._strategies import SamplingParams, sample
 
 
@@ -39,22 +39,20 @@ class IngestProgram:
     graphdef: nnx.GraphDef
     visible_pages: int
 
-    def __call__(self, params, state: EngineState, slots, tokens, counts) -> EngineState:
-        """Write K/V of tokens[r, :counts[r]] after the cached tokens of slots[r], for every
-        row r (slots [R], tokens [R, chunk], counts [R]).
+    def __call__(self, params, state: EngineState, tokens, counts, starts, pages) -> EngineState:
+        """Write K/V of tokens[r, :counts[r]] at positions starts[r].. of the sequence whose
+        visible pages are pages[r], for every row r (tokens [R, chunk], counts, starts [R],
+        pages [R, visible_pages]); rows are split over the batch shards like the slots.
 
-        Rows with count 0 are padding (their slot may repeat a real row's): nothing of theirs
-        is written and their slot's length is unchanged.
+        Rows with count 0 are padding: nothing of theirs is written.
         """
         model = nnx.merge(self.graphdef, params)
         index = jnp.arange(tokens.shape[1])[None, :]
-        starts = state.lengths[slots][:, None]
         # Padding lies past every visible page, where the cache drops writes.
         beyond = self.visible_pages * state.cache.k.shape[2]
-        positions = jnp.where(index < counts[:, None], starts + index, beyond)
-        pages = state.page_table[slots][:, : self.visible_pages]
+        positions = jnp.where(index < counts[:, None], starts[:, None] + index, beyond)
         _, cache = model.hidden_states_cached(tokens, positions, state.cache, pages)
-        return state._replace(cache=cache, lengths=state.lengths.at[slots].add(counts))
+        return state._replace(cache=cache)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,34 +71,36 @@ class DecodeProgram:
     stop_tokens: tuple[int, ...]
     split_layer_weights: bool
 
-    def __call__(self, params, state: EngineState, capacity):
+    def __call__(self, params, state: EngineState, table: SlotTable, capacity):
         """(state, (tokens [S, steps], logprobs [S, steps], emitted [S, steps], reasons [S]));
-        stops early once no slot is active. `emitted[s, i]`: slot s sampled tokens[s, i]."""
+        stops early once no slot is active. `emitted[s, i]`: slot s sampled tokens[s, i]. The
+        table's running values (lengths, pending, active, budget) advance in the loop; the host
+        advances its own copy from the outputs."""
         model = nnx.merge(self.graphdef, params)
-        num_slots, num_steps = state.lengths.shape[0], self.num_steps
+        num_slots, num_steps = table.lengths.shape[0], self.num_steps
         beyond = self.visible_pages * state.cache.k.shape[2]
         stops = jnp.asarray(self.stop_tokens, jnp.int32).reshape(-1)
-        pages = state.page_table[:, : self.visible_pages]
+        pages = table.pages
         layer_weights = model.split_layer_weights() if self.split_layer_weights else None
 
         def step(carry):
-            i, state, tokens_out, logprobs_out, emitted, reasons = carry
-            positions = jnp.where(state.active, state.lengths, beyond)[:, None]
+            i, cache, table, tokens_out, logprobs_out, emitted, reasons = carry
+            positions = jnp.where(table.active, table.lengths, beyond)[:, None]
             hidden, cache = model.hidden_states_cached(
-                state.pending[:, None], positions, state.cache, pages, layer_weights
+                table.pending[:, None], positions, cache, pages, layer_weights
             )
-            keys = token_keys(state.key, state.streams, state.lengths)
+            keys = token_keys(state.key, table.streams, table.lengths)
             new_tokens, logprobs = sample(model.logits(hidden)[:, 0], keys, self.sampling)
-            active = state.active
-            lengths = state.lengths + active
-            budget = state.budget - active
+            active = table.active
+            lengths = table.lengths + active
+            budget = table.budget - active
             # The sequence is the cached tokens plus the new pending one, which needs a row next.
             reason = jnp.select(
                 [
                     jnp.isin(new_tokens, stops),
                     budget <= 0,
                     lengths + 1 >= capacity,
-                    lengths + 1 > state.limit,
+                    lengths + 1 > table.limit,
                 ],
                 [
                     StopReason.STOP_TOKEN,
@@ -111,10 +111,9 @@ class DecodeProgram:
                 StopReason.RUNNING,
             )
             ended = active & (reason != StopReason.RUNNING)
-            state = state._replace(
-                cache=cache,
+            table = table._replace(
                 lengths=lengths,
-                pending=jnp.where(active, new_tokens, state.pending),
+                pending=jnp.where(active, new_tokens, table.pending),
                 active=active & ~ended,
                 budget=budget,
             )
@@ -122,21 +121,22 @@ class DecodeProgram:
             logprobs_out = logprobs_out.at[:, i].set(logprobs)
             emitted = emitted.at[:, i].set(active)
             reasons = jnp.where(ended, reason, reasons)
-            return i + 1, state, tokens_out, logprobs_out, emitted, reasons
+            return i + 1, cache, table, tokens_out, logprobs_out, emitted, reasons
 
         def keep_going(carry):
-            return (carry[0] < num_steps) & jnp.any(carry[1].active)
+            return (carry[0] < num_steps) & jnp.any(carry[2].active)
 
         init = (
             jnp.int32(0),
-            state,
+            state.cache,
+            table,
             jnp.zeros((num_slots, num_steps), jnp.int32),
             jnp.zeros((num_slots, num_steps), jnp.float32),
             jnp.zeros((num_slots, num_steps), bool),
             jnp.zeros((num_slots,), jnp.int32),
         )
-        _, state, tokens, logprobs, emitted, reasons = jax.lax.while_loop(keep_going, step, init)
-        return state, (tokens, logprobs, emitted, reasons)
+        _, cache, _, tokens, logprobs, emitted, reasons = jax.lax.while_loop(keep_going, step, init)
+        return state._replace(cache=cache), (tokens, logprobs, emitted, reasons)
 
 
 def token_keys(base: jax.Array, streams: jax.Array, lengths: jax.Array) -> jax.Array:
@@ -150,54 +150,26 @@ def token_keys(base: jax.Array, streams: jax.Array, lengths: jax.Array) -> jax.A
     return jax.vmap(one)(streams, lengths)
 
 
-@dataclasses.dataclass(frozen=True)
-class SetSlotProgram:
-    """Overwrite one slot's bookkeeping; its K/V pages are untouched. Nothing is static (the
-    slot is an argument), so one compiled program serves every slot."""
-
-    def __call__(
-        self, state: EngineState, slot, pages, limit, length, pending, active, budget, stream
-    ) -> EngineState:
-        return state._replace(
-            streams=state.streams.at[slot].set(stream),
-            page_table=state.page_table.at[slot].set(pages),
-            limit=state.limit.at[slot].set(limit),
-            lengths=state.lengths.at[slot].set(length),
-            pending=state.pending.at[slot].set(pending),
-            active=state.active.at[slot].set(active),
-            budget=state.budget.at[slot].set(budget),
-        )
-
-
 # One jitted function per layout, shared by every engine with that layout: jit caches its
 # compiled programs per function object, so an engine built again (a new phase, a new test)
 # reuses what an earlier one compiled instead of compiling it all again.
 @functools.cache
 def jit_ingest(shardings: EngineState):
-    """Ingest jitted: (program, params, state (donated), slots, tokens, counts) -> state."""
+    """Ingest jitted: (program, params, state (donated), tokens, counts, starts, pages) ->
+    state."""
     return jax.jit(
         IngestProgram.__call__, static_argnums=0, donate_argnums=2, out_shardings=shardings
     )
 
 
 @functools.cache
-def jit_decode(shardings: EngineState):
-    """Decode jitted: (program, params, state (donated), capacity) -> (state, outputs), the
-    state at `shardings` (an EngineState of shardings, `state_shardings`) and the per-slot
-    outputs laid out like the per-slot bookkeeping."""
-    outputs = (shardings.lengths,) * 4
+def jit_decode(shardings: EngineState, rows: jax.sharding.Sharding):
+    """Decode jitted: (program, params, state (donated), table, capacity) -> (state, outputs),
+    the state at `shardings` (an EngineState of shardings, `state_shardings`) and the per-slot
+    outputs at `rows` (split like the slots, `row_sharding`)."""
     return jax.jit(
         DecodeProgram.__call__,
         static_argnums=0,
         donate_argnums=2,
-        out_shardings=(shardings, outputs),
-    )
-
-
-@functools.cache
-def jit_set_slot(shardings: EngineState):
-    """Set-slot jitted: (program, state (donated), slot, pages, limit, length, pending, active,
-    budget, stream) -> state."""
-    return jax.jit(
-        SetSlotProgram.__call__, static_argnums=0, donate_argnums=1, out_shardings=shardings
+        out_shardings=(shardings, (rows,) * 4),
     )

@@ -14,7 +14,14 @@ from swejax.train._loss import (
     token_logprobs,
 )
 from swejax.train._optimizer import make_optimizer, warmup_cosine
-from swejax.train._step import Trainer, TrainStep, jit_train_step, state_shardings
+from swejax.train._step import (
+    Trainer,
+    TrainStep,
+    global_rows,
+    jit_train_step,
+    local_rows,
+    state_shardings,
+)
 
 __all__ = [
     "BATCH_FIELDS",
@@ -22,7 +29,9 @@ __all__ = [
     "TrainStep",
     "Trainer",
     "accumulated_gradients",
+    "global_rows",
     "jit_train_step",
+    "local_rows",
     "make_optimizer",
     "micro_batch_loss",
     "state_shardings",

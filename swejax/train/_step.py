@@ -14,6 +14,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
@@ -105,6 +106,36 @@ def jit_train_step(param_shardings, opt_shardings):
 _JITTED_STEPS: dict = {}
 
 
+def global_rows(mesh, local: np.ndarray):
+    """A batch field [R, L] as a device array, rows split over the mesh's batch axes. With many
+    processes `local` is this process's rows, and the global batch holds P x R rows, process
+    p's being block p (each process feeds the batch shards on its own devices)."""
+    if mesh is None:
+        return local
+    count = jax.process_count()
+    shape = (local.shape[0] * count, *local.shape[1:])
+    sharding = named_sharding(mesh, ("batch", "seq"), shape)
+    if count == 1:
+        return jax.device_put(local, sharding)
+    return jax.make_array_from_process_local_data(sharding, local, shape)
+
+
+def local_rows(array) -> np.ndarray:
+    """This process's rows of a row-split device array (all of them with one process): the
+    inverse of `global_rows`."""
+    if jax.process_count() == 1:
+        return np.asarray(array)
+    shards = array.addressable_shards
+    first = min(s.index[0].start or 0 for s in shards)
+    last = max(array.shape[0] if s.index[0].stop is None else s.index[0].stop for s in shards)
+    out = np.zeros((last - first, *array.shape[1:]), array.dtype)
+    for shard in shards:
+        rows = shard.index[0]
+        start, stop = rows.start or 0, array.shape[0] if rows.stop is None else rows.stop
+        out[(slice(start - first, stop - first), *shard.index[1:])] = np.asarray(shard.data)
+    return out
+
+
 class Trainer:
     """The optimizer state and the jitted, donating train step over a model's parameters.
 
@@ -129,18 +160,14 @@ class Trainer:
         self._program = TrainStep(self.graphdef, self.tx, objective, micro_batches)
 
     def _place(self, batch: dict) -> dict:
-        """Batch fields as device arrays, rows split over the mesh's batch axes."""
-        fields = {k: batch[k] for k in BATCH_FIELDS}
-        if self.mesh is None:
-            return fields
-        return {
-            k: jax.device_put(v, named_sharding(self.mesh, ("batch", "seq"), v.shape))
-            for k, v in fields.items()
-        }
+        """Batch fields as device arrays, rows split over the mesh's batch axes (this process's
+        rows of them, with many processes)."""
+        return {k: global_rows(self.mesh, batch[k]) for k in BATCH_FIELDS}
 
     def step(self, batch: dict) -> dict:
         """Apply one optimizer step on `batch` (a dict of BATCH_FIELDS arrays [R, L], or a
-        PackedBatch's fields); returns host floats of the metrics."""
+        PackedBatch's fields; with many processes, this process's R rows of the global batch,
+        as many on each); returns host floats of the metrics. Collective."""
         params = nnx.state(self.model)
         with activation_mesh(self.mesh):
             params, self.opt_state, metrics = self._step(

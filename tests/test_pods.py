@@ -1,0 +1,219 @@
+"""Many processes (JAX multi-controller) on this machine: 2 processes x 4 fake CPU devices
+joined over localhost with gloo, launched the way users launch them (tools/launch_local.py
+and `--config.distributed.*`), against the same work in 1 process x 8 devices."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from swejax.env.sandbox import bwrap_available
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PYTHON = sys.executable
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env(devices: int) -> dict:
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    return env
+
+
+def _main(*args: str, devices: int = 4, **popen) -> subprocess.Popen:
+    return subprocess.Popen(
+        [PYTHON, "-m", "swejax.main", *args],
+        cwd=ROOT,
+        env=_env(devices),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **popen,
+    )
+
+
+def _distributed(port: int, process: int, processes: int = 2) -> list[str]:
+    return [
+        f"--config.distributed.coordinator=127.0.0.1:{port}",
+        f"--config.distributed.num_processes={processes}",
+        f"--config.distributed.process_id={process}",
+    ]
+
+
+def test_an_unreachable_coordinator_is_one_line_naming_it_after_a_bounded_wait(tmp_path):
+    port = _free_port()
+    started = time.monotonic()
+    child = _main(
+        "validate-tasks",
+        "--only=swejax__b_roman_repeat",
+        *_distributed(port, 1),
+        "--config.distributed.timeout_s=3",
+    )
+    _, stderr = child.communicate(timeout=120)
+    assert child.returncode == 2, stderr[-2000:]
+    errors = [line for line in stderr.splitlines() if "error" in line]
+    assert errors == [errors[0]] and f"127.0.0.1:{port}" in errors[0], stderr[-2000:]
+    assert "within 3 s" in errors[0]
+    assert time.monotonic() - started < 60
+
+
+def test_processes_with_different_configs_stop_naming_the_first_differing_key():
+    port = _free_port()
+    children = [
+        _main("check", *_distributed(port, i), f"--config.seed={i}", "--config.model.preset=tiny")
+        for i in (0, 1)
+    ]
+    outputs = [child.communicate(timeout=240) for child in children]
+    for child, (_, stderr) in zip(children, outputs, strict=True):
+        assert child.returncode == 2, stderr[-2000:]
+        assert "the processes' configs differ: seed is 0 on process 0 and 1 on process 1" in stderr
+
+
+@pytest.mark.slow
+def test_lockstep_engine_rounds_equal_one_process(tmp_path):
+    """Each process feeds and samples only its own slots, and takes part in every call even in
+    rounds where it has nothing ready; its slots sample what they do in one process."""
+    from pods.engine_rounds import build_engine, schedule
+
+    port, script = _free_port(), os.path.join(ROOT, "tests", "pods", "engine_rounds.py")
+    children = [
+        subprocess.Popen(
+            [PYTHON, script, f"127.0.0.1:{port}", str(i), str(tmp_path / f"{i}.json")],
+            cwd=ROOT,
+            env=dict(_env(4), PYTHONPATH=ROOT),
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in (0, 1)
+    ]
+    for child in children:
+        _, stderr = child.communicate(timeout=300)
+        assert child.returncode == 0, stderr[-3000:]
+    parts = [json.loads((tmp_path / f"{i}.json").read_text()) for i in (0, 1)]
+    assert [p["local_slots"] for p in parts] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    reference = schedule(build_engine())  # 1 process x 8 devices, every slot its own
+    assert len(reference[0]) == 12 and len(reference[4]) == 6
+    assert parts[0]["sampled"] == {"0": reference[0]}
+    assert parts[1]["sampled"] == {"4": reference[4]}
+
+
+# The demo, cut to a minute: RFT's optimizer steps, one DAPO iteration that trains (a random
+# model's episodes end at the turn limit or with the context full: rewards differ in a group),
+# three evaluations.
+REDUCED = [
+    "--config.rft.epochs=4",
+    "--config.dapo.iterations=1",
+    "--config.dapo.tasks_per_iteration=2",
+    "--config.dapo.group_size=4",
+    "--config.eval.runs=1",
+]
+TIMING = {"seconds", "idle_fraction"}
+
+
+def _phase_trajectories(run) -> dict[str, list[dict]]:
+    """phase file -> its trajectories from every process's file, in job order."""
+    phases: dict[str, list[dict]] = {}
+    for path in sorted(glob.glob(os.path.join(run, "trajectories", "*.jsonl"))):
+        phase = os.path.basename(path).split(".")[0]
+        with open(path) as f:
+            phases.setdefault(phase, []).extend(json.loads(line) for line in f)
+    return phases
+
+
+def _metrics(run) -> list[dict]:
+    with open(os.path.join(run, "metrics.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    return [{k: v for k, v in r.items() if k not in TIMING and not k.endswith("_s")} for r in rows]
+
+
+def _final_params(run):
+    from flax import nnx
+
+    from swejax.models import build_model, preset
+    from swejax.run import restore_params
+
+    model = build_model(preset("tiny", dtype="float32", param_dtype="float32"), seed=1)
+    restore_params(os.path.join(run, "checkpoints"), model)
+    return nnx.to_pure_dict(nnx.state(model))
+
+
+def _job(run_dir) -> list[str]:
+    return ["train", f"--config.run_dir={run_dir}", "--config.name=job", *REDUCED]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not bwrap_available(), reason="bubblewrap is not installed")
+def test_the_reduced_main_job_repeats_itself_and_2x4_processes_equal_1x8(tmp_path):
+    runs = {name: tmp_path / name / "job" for name in ("first", "again", "pod")}
+    for name in ("first", "again"):
+        child = _main(*_job(tmp_path / name), devices=8)
+        _, stderr = child.communicate(timeout=900)
+        assert child.returncode == 0, stderr[-3000:]
+    launcher = [PYTHON, os.path.join(ROOT, "tools", "launch_local.py"), "--processes=2"]
+    launcher += ["--devices=4", f"--log-dir={tmp_path / 'logs'}", "--", PYTHON, "-m"]
+    pod = subprocess.run(
+        [*launcher, "swejax.main", *_job(tmp_path / "pod")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert pod.returncode == 0, pod.stderr[-3000:]
+    assert sorted(os.listdir(runs["pod"] / "logs")) == ["process_0.log", "process_1.log"]
+
+    # The same command twice: the same files, byte for byte, and the same metrics.
+    for name in os.listdir(runs["first"] / "trajectories"):
+        first = (runs["first"] / "trajectories" / name).read_bytes()
+        assert first == (runs["again"] / "trajectories" / name).read_bytes(), name
+    assert json.dumps(_metrics(runs["first"])) == json.dumps(_metrics(runs["again"]))
+
+    # 2 x 4: every episode's tokens; log-probabilities and metrics to float rounding (the
+    # packed rows of a batch differ, so sums run in another order).
+    one, two = _phase_trajectories(runs["first"]), _phase_trajectories(runs["pod"])
+    assert (
+        sorted(one)
+        == sorted(two)
+        == ["eval_00000", "eval_00001", "eval_00002", "iter_00000", "rft_00000"]
+    )
+    assert any(
+        name.endswith(".process_1.jsonl") for name in os.listdir(runs["pod"] / "trajectories")
+    )
+    for phase in one:
+        key = lambda t: (t["task_id"], t["group"])  # noqa: E731
+        a, b = sorted(one[phase], key=key), sorted(two[phase], key=key)
+        assert [key(t) for t in a] == [key(t) for t in b], phase
+        for x, y in zip(a, b, strict=True):
+            np.testing.assert_allclose(x.pop("logprobs"), y.pop("logprobs"), atol=1e-5)
+            assert x == y, (phase, key(x))
+    rows_one, rows_two = _metrics(runs["first"]), _metrics(runs["pod"])
+    assert [r["kind"] for r in rows_one] == ["eval", "rft", "eval", "dapo", "eval"]
+    assert rows_one[3]["optimizer_steps"] > 0, "the DAPO iteration must train"
+    for a, b in zip(rows_one, rows_two, strict=True):
+        assert a.keys() == b.keys()
+        for k in a:
+            if isinstance(a[k], float):
+                np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6, err_msg=k)
+            else:
+                assert a[k] == b[k], k
+    params_one, params_two = _final_params(runs["first"]), _final_params(runs["pod"])
+    import jax
+
+    worst = max(
+        float(np.abs(np.asarray(x) - np.asarray(y)).max())
+        for x, y in zip(jax.tree.leaves(params_one), jax.tree.leaves(params_two), strict=True)
+    )
+    print(f"\nlargest parameter difference, 2 x 4 against 1 x 8: {worst:.2e}")
+    assert worst < 1e-5
