@@ -39,12 +39,18 @@ class DistributedError(UserError):
 
 
 def cluster_detected() -> bool:
-    """Whether the environment names peers: more than one SLURM task or MPI rank, or a TPU
-    slice of more than one host."""
+    """Whether the environment names peers: more than one SLURM task or MPI rank, or a Cloud
+    TPU VM (JAX's own detection; a one-host slice joins as one process)."""
     for name in _CLUSTER_SIZE_VARS:
         if int(os.environ.get(name, "1") or 1) > 1:
             return True
-    return len([h for h in os.environ.get(_TPU_HOSTS_VAR, "").split(",") if h]) > 1
+    try:  # JAX's cluster registry is not public API: fall back to the worker list if it moves
+        from jax._src import clusters
+
+        tpu = [c for c in clusters.ClusterEnv._cluster_types if "Tpu" in c.__name__]
+        return any(c.is_env_present() for c in tpu)
+    except (ImportError, AttributeError):
+        return len([h for h in os.environ.get(_TPU_HOSTS_VAR, "").split(",") if h]) > 1
 
 
 def _is_joined() -> bool:

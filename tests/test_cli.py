@@ -148,31 +148,6 @@ def test_check_builds_the_model_and_runs_a_forward_pass(capsys):
     assert summary["logits"] == f"(4, 16, {tiny.vocab_size}) float32"
 
 
-@pytest.mark.slow
-def test_the_main_job_end_to_end_at_a_reduced_size(tmp_path, capsys):
-    """The default job (train) on conftest's 8 fake devices (fsdp=8), shrunk for CI."""
-    argv = [
-        f"--config.run_dir={tmp_path}",
-        "--config.tasks.train=swejax__a_median_even_length",
-        "--config.rft.epochs=2",
-        "--config.dapo.iterations=1",
-        "--config.dapo.group_size=2",
-        "--config.dapo.tasks_per_iteration=1",
-        "--config.eval.runs=1",
-        "--config.rollout.slots=2",
-        "--config.rollout.max_reply_tokens=32",
-        "--config.scaffold.max_turns=2",
-        "--config.dapo.l_thr=1",
-    ]
-    assert main(argv) == 0
-    out = capsys.readouterr().out
-    assert "eval initial" in out and "rft            trained on 1 of 1" in out
-    assert "iteration 0" in out and "eval it 1" in out
-    run = tmp_path / "tiny"
-    assert (run / "metrics.jsonl").exists() and (run / "trajectories" / "iter_00000.jsonl").exists()
-    assert (run / "plots" / "pass_at_k.png").exists()
-
-
 def test_check_with_an_unknown_preset_is_one_line(capsys):
     assert main(["check", "--config.model.preset=qwen2.5-1b"]) == 2
     assert "unknown model preset 'qwen2.5-1b'" in _one_error_line(capsys.readouterr())

@@ -110,21 +110,23 @@ def test_lockstep_engine_rounds_equal_one_process(tmp_path):
     assert parts[1]["sampled"] == {"4": reference[4]}
 
 
-# The demo, cut to a minute: RFT's optimizer steps, one DAPO iteration that trains (a random
-# model's episodes end at the turn limit or with the context full: rewards differ in a group),
-# three evaluations.
+# The demo (the main job), cut to a minute: two tasks, RFT's optimizer steps, one DAPO iteration
+# that trains (a random model's episodes end at the turn limit or with the context full, so
+# rewards differ within a group), three evaluations.
 REDUCED = [
-    "--config.rft.epochs=4",
+    "--config.tasks.train=swejax__b_mdtable_empty,swejax__b_paginator",
+    "--config.rft.epochs=2",
     "--config.dapo.iterations=1",
     "--config.dapo.tasks_per_iteration=2",
     "--config.dapo.group_size=4",
     "--config.eval.runs=1",
+    "--config.distributed.timeout_s=60",  # a lost peer is noticed within 30 s
 ]
 TIMING = {"seconds", "idle_fraction"}
 
 
 def _phase_trajectories(run) -> dict[str, list[dict]]:
-    """phase file -> its trajectories from every process's file, in job order."""
+    """phase file -> its trajectories from every process's file."""
     phases: dict[str, list[dict]] = {}
     for path in sorted(glob.glob(os.path.join(run, "trajectories", "*.jsonl"))):
         phase = os.path.basename(path).split(".")[0]
@@ -150,47 +152,27 @@ def _final_params(run):
     return nnx.to_pure_dict(nnx.state(model))
 
 
-def _job(run_dir) -> list[str]:
-    return ["train", f"--config.run_dir={run_dir}", "--config.name=job", *REDUCED]
+def _one_process(run_dir, cache) -> subprocess.CompletedProcess:
+    """The reduced main job as `python -m swejax.main` on 8 devices (runs of one test share a
+    compilation cache: what is checked is the run, not the compiler)."""
+    env = dict(_env(8), JAX_COMPILATION_CACHE_DIR=str(cache))
+    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.1"
+    argv = [PYTHON, "-m", "swejax.main", f"--config.run_dir={run_dir}", *REDUCED]
+    return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not bwrap_available(), reason="bubblewrap is not installed")
-def test_the_reduced_main_job_repeats_itself_and_2x4_processes_equal_1x8(tmp_path):
-    runs = {name: tmp_path / name / "job" for name in ("first", "again", "pod")}
-    for name in ("first", "again"):
-        child = _main(*_job(tmp_path / name), devices=8)
-        _, stderr = child.communicate(timeout=900)
-        assert child.returncode == 0, stderr[-3000:]
-    launcher = [PYTHON, os.path.join(ROOT, "tools", "launch_local.py"), "--processes=2"]
-    launcher += ["--devices=4", f"--log-dir={tmp_path / 'logs'}", "--", PYTHON, "-m"]
-    pod = subprocess.run(
-        [*launcher, "swejax.main", *_job(tmp_path / "pod")],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert pod.returncode == 0, pod.stderr[-3000:]
-    assert sorted(os.listdir(runs["pod"] / "logs")) == ["process_0.log", "process_1.log"]
+def _pod(run_dir, logs, kill_at="") -> subprocess.CompletedProcess:
+    """The reduced main job on 2 processes x 4 devices, launched by tools/launch_local.py."""
+    argv = [PYTHON, os.path.join(ROOT, "tools", "launch_local.py"), "--processes=2"]
+    argv += ["--devices=4", f"--log-dir={logs}", "--grace=150", "--"]
+    argv += [PYTHON, "-m", "swejax.main", "train", f"--config.run_dir={run_dir}", *REDUCED]
+    env = dict(os.environ, SWEJAX_KILL_AT=kill_at)
+    return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
 
-    # The same command twice: the same files, byte for byte, and the same metrics.
-    for name in os.listdir(runs["first"] / "trajectories"):
-        first = (runs["first"] / "trajectories" / name).read_bytes()
-        assert first == (runs["again"] / "trajectories" / name).read_bytes(), name
-    assert json.dumps(_metrics(runs["first"])) == json.dumps(_metrics(runs["again"]))
 
-    # 2 x 4: every episode's tokens; log-probabilities and metrics to float rounding (the
-    # packed rows of a batch differ, so sums run in another order).
-    one, two = _phase_trajectories(runs["first"]), _phase_trajectories(runs["pod"])
-    assert (
-        sorted(one)
-        == sorted(two)
-        == ["eval_00000", "eval_00001", "eval_00002", "iter_00000", "rft_00000"]
-    )
-    assert any(
-        name.endswith(".process_1.jsonl") for name in os.listdir(runs["pod"] / "trajectories")
-    )
+def _same_episodes(one: dict, two: dict) -> None:
+    """The same episodes and tokens; log-probabilities to float rounding."""
+    assert sorted(one) == sorted(two)
     for phase in one:
         key = lambda t: (t["task_id"], t["group"])  # noqa: E731
         a, b = sorted(one[phase], key=key), sorted(two[phase], key=key)
@@ -198,6 +180,41 @@ def test_the_reduced_main_job_repeats_itself_and_2x4_processes_equal_1x8(tmp_pat
         for x, y in zip(a, b, strict=True):
             np.testing.assert_allclose(x.pop("logprobs"), y.pop("logprobs"), atol=1e-5)
             assert x == y, (phase, key(x))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not bwrap_available(), reason="bubblewrap is not installed")
+def test_the_main_job_repeats_itself_and_on_2x4_processes_equals_1x8(tmp_path):
+    cache = tmp_path / "jax-compilation-cache"
+    runs = {name: tmp_path / name / "tiny" for name in ("first", "again", "pod")}
+    first = _one_process(tmp_path / "first", cache)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "eval initial" in first.stdout and "rft            trained on 2 of 2" in first.stdout
+    assert "iteration 0" in first.stdout and "eval it 1" in first.stdout
+    assert (runs["first"] / "plots" / "pass_at_k.png").exists()
+    again = _one_process(tmp_path / "again", cache)
+    assert again.returncode == 0, again.stderr[-3000:]
+    pod = _pod(tmp_path / "pod", tmp_path / "logs")
+    assert pod.returncode == 0, pod.stderr[-3000:]
+    assert "eval it 1" in pod.stdout  # process 0's summary
+    assert sorted(os.listdir(runs["pod"] / "logs")) == ["process_0.log", "process_1.log"]
+
+    # The same command twice: the same files, byte for byte, and the same metrics.
+    names = sorted(os.listdir(runs["first"] / "trajectories"))
+    assert names == [f"eval_0000{i}.jsonl" for i in range(3)] + [
+        "iter_00000.jsonl",
+        "rft_00000.jsonl",
+    ]
+    for name in names:
+        first_bytes = (runs["first"] / "trajectories" / name).read_bytes()
+        assert first_bytes == (runs["again"] / "trajectories" / name).read_bytes(), name
+    assert json.dumps(_metrics(runs["first"])) == json.dumps(_metrics(runs["again"]))
+
+    # 2 x 4: every episode's tokens; log-probabilities, metrics and weights to float rounding
+    # (each process packs its own rows of a batch, so sums run in another order).
+    pod_files = sorted(os.listdir(runs["pod"] / "trajectories"))
+    assert "iter_00000.process_1.jsonl" in pod_files, pod_files
+    _same_episodes(_phase_trajectories(runs["first"]), _phase_trajectories(runs["pod"]))
     rows_one, rows_two = _metrics(runs["first"]), _metrics(runs["pod"])
     assert [r["kind"] for r in rows_one] == ["eval", "rft", "eval", "dapo", "eval"]
     assert rows_one[3]["optimizer_steps"] > 0, "the DAPO iteration must train"
@@ -208,12 +225,40 @@ def test_the_reduced_main_job_repeats_itself_and_2x4_processes_equal_1x8(tmp_pat
                 np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6, err_msg=k)
             else:
                 assert a[k] == b[k], k
-    params_one, params_two = _final_params(runs["first"]), _final_params(runs["pod"])
     import jax
 
     worst = max(
         float(np.abs(np.asarray(x) - np.asarray(y)).max())
-        for x, y in zip(jax.tree.leaves(params_one), jax.tree.leaves(params_two), strict=True)
+        for x, y in zip(
+            jax.tree.leaves(_final_params(runs["first"])),
+            jax.tree.leaves(_final_params(runs["pod"])),
+            strict=True,
+        )
     )
     print(f"\nlargest parameter difference, 2 x 4 against 1 x 8: {worst:.2e}")
     assert worst < 1e-5
+
+    # kill -9 of process 1 in an RFT optimizer step: process 0 stops on its own, non-zero, in
+    # bounded time; the run then resumes on 1 process x 8 and loses and repeats nothing: it is
+    # the uninterrupted run, byte for byte (the pod's partial files are dropped).
+    killed_dir = tmp_path / "killed"
+    started = time.monotonic()
+    killed = _pod(killed_dir, tmp_path / "killed-logs", kill_at="rft@1")
+    assert killed.returncode != 0
+    assert "process 1 exited with -9" in killed.stderr, killed.stderr[-3000:]
+    assert "process 0: exit 0" not in killed.stderr, killed.stderr[-3000:]
+    assert "killing process 0" not in killed.stderr, "process 0 had to be killed: it hung"
+    (line,) = [x for x in killed.stderr.splitlines() if "process 0: exit" in x]
+    seconds = float(line.split(", ")[1].split(" s after")[0])
+    print(f"process 0 stopped {seconds:.1f} s after process 1 was killed: {line}")
+    assert seconds < 120
+    assert time.monotonic() - started < 600
+    run = killed_dir / "tiny"
+    assert any(".process_" in n for n in os.listdir(run / "trajectories"))
+    resumed = _one_process(killed_dir, cache)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert sorted(os.listdir(run / "trajectories")) == names
+    for name in names:
+        first_bytes = (runs["first"] / "trajectories" / name).read_bytes()
+        assert first_bytes == (run / "trajectories" / name).read_bytes(), name
+    assert json.dumps(_metrics(runs["first"])) == json.dumps(_metrics(run))

@@ -61,11 +61,13 @@ def launch(command, processes, devices, log_dir, port=None, grace=150.0) -> int:
                 stderr=subprocess.STDOUT,
             )
         )
-    status, failed_at = 0, None
+    status, failed_at, ended = 0, None, {}
     try:
         while any(child.poll() is None for child in children):
             for index, child in enumerate(children):
                 code = child.poll()
+                if code is not None and index not in ended:
+                    ended[index] = time.monotonic()
                 if code not in (None, 0) and failed_at is None:
                     status, failed_at = code, time.monotonic()
                     print(f"launch_local: process {index} exited with {code}", file=sys.stderr)
@@ -85,7 +87,12 @@ def launch(command, processes, devices, log_dir, port=None, grace=150.0) -> int:
     for index, child in enumerate(children):
         if child.returncode and not status:
             status = child.returncode
-        print(f"launch_local: process {index}: exit {child.returncode}", file=sys.stderr)
+        after = ""
+        if failed_at is not None:
+            after = (
+                f", {ended.get(index, time.monotonic()) - failed_at:.1f} s after the first failure"
+            )
+        print(f"launch_local: process {index}: exit {child.returncode}{after}", file=sys.stderr)
     with open(os.path.join(log_dir, "process_0.out")) as f:
         sys.stdout.write(f.read())
     return status

@@ -59,6 +59,7 @@ def _chosen_tasks(config: Config, options: argparse.Namespace) -> list:
 
 
 def run(config: Config, options: argparse.Namespace) -> int:
+    from swejax import distributed
     from swejax import run as runs
 
     tasks = _chosen_tasks(config, options)
@@ -74,12 +75,19 @@ def run(config: Config, options: argparse.Namespace) -> int:
     ctx = runs.Context(built, None, [], tasks)
     # Draws as a run's first evaluation: on the same weights and tasks, the same episodes.
     passes, summary, trajectories = runs.evaluate(ctx, tasks, k, sampling, 0, None, "eval")
+    # With many processes each ran its share of the tasks; process 0 writes for all.
+    firsts = [{"instance_id": t.task_id, "model_patch": t.submission} for t in trajectories]
+    firsts = [row for row, t in zip(firsts, trajectories, strict=True) if t.group == 0]
+    if distributed.process_count() > 1:
+        firsts = [row for part in distributed.allgather_json(firsts) for row in part]
+    if not distributed.is_leader():
+        return 0
+    order = {task.instance_id: i for i, task in enumerate(tasks)}
+    firsts.sort(key=lambda row: order[row["instance_id"]])
     if options.predictions:
         with open(options.predictions, "w") as f:
-            for t in trajectories:
-                if t.group == 0:
-                    row = {"instance_id": t.task_id, "model_patch": t.submission}
-                    f.write(json.dumps({**row, "model_name_or_path": source}) + "\n")
+            for row in firsts:
+                f.write(json.dumps({**row, "model_name_or_path": source}) + "\n")
     if options.report:
         report = {**passes.to_dict(), **vars(summary), "model": source, "tasks": len(tasks)}
         with open(options.report, "w") as f:

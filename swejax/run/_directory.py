@@ -53,13 +53,24 @@ class RunDirectory:
         root.setLevel(min(root.level or logging.INFO, logging.INFO))
 
     def trajectory_file(self, kind: str, index: int) -> str:
-        """A fresh file for a phase's trajectories (a partial one from a killed run goes)."""
-        name = f"{kind}_{index:05d}"
-        if distributed.process_count() > 1:
-            name += f".process_{distributed.process_index()}"
-        path = os.path.join(self.trajectories, name + ".jsonl")
-        if os.path.exists(path):
-            os.remove(path)
+        """A fresh file for this process's trajectories of a phase. A partial one from a killed
+        run goes: this process's own, and (process 0) those of processes this run does not
+        have, when it resumed on another number of processes."""
+        name, count = f"{kind}_{index:05d}", distributed.process_count()
+        mine = name + (f".process_{distributed.process_index()}" if count > 1 else "")
+        path = os.path.join(self.trajectories, mine + ".jsonl")
+        stale = [path]
+        if self.leader:
+            for other in os.listdir(self.trajectories):
+                if other.startswith(name + ".") and other.endswith(".jsonl"):
+                    process = other[len(name) + 1 : -len(".jsonl")].removeprefix("process_")
+                    if count == 1 or (process.isdigit() and int(process) >= count):
+                        stale.append(os.path.join(self.trajectories, other))
+            if count > 1:
+                stale.append(os.path.join(self.trajectories, name + ".jsonl"))
+        for old in stale:
+            if os.path.exists(old):
+                os.remove(old)
         return path
 
     def append(self, row: Row) -> None:
