@@ -238,27 +238,35 @@ def test_the_main_job_repeats_itself_and_on_2x4_processes_equals_1x8(tmp_path):
     print(f"\nlargest parameter difference, 2 x 4 against 1 x 8: {worst:.2e}")
     assert worst < 1e-5
 
-    # kill -9 of process 1 in an RFT optimizer step: process 0 stops on its own, non-zero, in
-    # bounded time; the run then resumes on 1 process x 8 and loses and repeats nothing: it is
-    # the uninterrupted run, byte for byte (the pod's partial files are dropped).
+    # kill -9 of process 1 in the DAPO rollout, after the RFT checkpoint: process 0 stops on
+    # its own, non-zero, in bounded time. The run then resumes on 1 process x 8 from the
+    # checkpoint the 2 processes wrote, redoes the iteration (the pod's partial files are
+    # dropped) and loses and repeats nothing: the uninterrupted run's episodes and metrics.
     killed_dir = tmp_path / "killed"
     started = time.monotonic()
-    killed = _pod(killed_dir, tmp_path / "killed-logs", kill_at="rft@1")
+    killed = _pod(killed_dir, tmp_path / "killed-logs", kill_at="rollout:0@1")
     assert killed.returncode != 0
     assert "process 1 exited with -9" in killed.stderr, killed.stderr[-3000:]
-    assert "process 0: exit 0" not in killed.stderr, killed.stderr[-3000:]
     assert "killing process 0" not in killed.stderr, "process 0 had to be killed: it hung"
     (line,) = [x for x in killed.stderr.splitlines() if "process 0: exit" in x]
+    assert "process 0: exit 0" not in line, killed.stderr[-3000:]
     seconds = float(line.split(", ")[1].split(" s after")[0])
     print(f"process 0 stopped {seconds:.1f} s after process 1 was killed: {line}")
     assert seconds < 120
     assert time.monotonic() - started < 600
     run = killed_dir / "tiny"
-    assert any(".process_" in n for n in os.listdir(run / "trajectories"))
+    assert "iter_00000.process_1.jsonl" in os.listdir(run / "trajectories")
     resumed = _one_process(killed_dir, cache)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert sorted(os.listdir(run / "trajectories")) == names
-    for name in names:
-        first_bytes = (runs["first"] / "trajectories" / name).read_bytes()
-        assert first_bytes == (run / "trajectories" / name).read_bytes(), name
-    assert json.dumps(_metrics(runs["first"])) == json.dumps(_metrics(run))
+    assert "resuming from checkpoint 1" in resumed.stderr, resumed.stderr[-3000:]
+    after = sorted(os.listdir(run / "trajectories"))
+    assert [n for n in after if n.startswith("iter_")] == ["iter_00000.jsonl"], after
+    _same_episodes(_phase_trajectories(runs["first"]), _phase_trajectories(run))
+    rows_resumed = _metrics(run)
+    assert [r["kind"] for r in rows_resumed] == [r["kind"] for r in rows_one]
+    for a, b in zip(rows_one, rows_resumed, strict=True):
+        for k in a:
+            if isinstance(a[k], float):
+                np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6, err_msg=k)
+            else:
+                assert a[k] == b[k], k
