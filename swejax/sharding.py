@@ -90,12 +90,18 @@ def make_mesh(
     sizes = resolve_mesh_shape(
         {"data": data, "fsdp": fsdp, "tensor": tensor, "context": context}, len(devices)
     )
-    shape = tuple(sizes[axis] for axis in MESH_AXES)
+    # Devices are laid out with `tensor` varying fastest, then `context`, then the batch axes:
+    # consecutive devices (one host's, on a pod) hold one tensor group, so tensor parallelism
+    # stays inside a host and each batch shard (the engine's slots, a process's rows of a
+    # batch) sits on one host.
+    order = ("data", "fsdp", "context", "tensor")
+    shape = tuple(sizes[axis] for axis in order)
     try:
         device_grid = mesh_utils.create_device_mesh(shape, devices=devices)
     except (AssertionError, ValueError, NotImplementedError):
         # Topology-aware placement is only defined for some platforms; fall back to device order.
         device_grid = np.asarray(devices).reshape(shape)
+    device_grid = np.transpose(device_grid, [order.index(axis) for axis in MESH_AXES])
     return Mesh(device_grid, MESH_AXES)
 
 

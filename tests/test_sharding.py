@@ -2,6 +2,7 @@
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
@@ -56,3 +57,15 @@ def test_constraints_follow_the_mesh_in_context_even_for_a_cached_function():
         sharding = double(x).sharding
         assert sharding.spec[0] == "fsdp" and not sharding.is_fully_replicated
     assert double(x).sharding.is_fully_replicated
+
+
+def test_a_tensor_group_is_consecutive_devices_so_it_stays_on_one_host():
+    """On a pod, consecutive devices are one host's: tensor parallelism stays inside a host and
+    every batch shard (engine slots, a process's rows) on one host."""
+    mesh = make_mesh(fsdp=2, tensor=2, context=2)
+    ids = np.vectorize(lambda d: d.id)(mesh.devices)  # [data, fsdp, tensor, context]
+    for f in range(2):
+        for c in range(2):
+            group = sorted(ids[0, f, :, c])
+            assert group[1] - group[0] == 1, ids
+        assert sorted(ids[0, f].ravel()) == list(range(4 * f, 4 * f + 4)), ids
