@@ -46,6 +46,7 @@ def run(processes: int, run_dir: str, iterations: int) -> dict:
     dapo = [r for r in rows if r["kind"] == "dapo"][1:]  # the first iteration compiles
     rollout_s = sum(r["rollout_s"] for r in dapo)
     train_s = sum(r["train_s"] for r in dapo)
+    steps = sum(r["optimizer_steps"] for r in dapo)
     return {
         "processes": processes,
         "devices_per_process": 8 // processes,
@@ -54,8 +55,9 @@ def run(processes: int, run_dir: str, iterations: int) -> dict:
         "rollout_tokens_per_s": round(sum(r["tokens"] for r in dapo) / rollout_s, 1),
         "rollout_s": round(rollout_s, 2),
         "train_s": round(train_s, 2),
-        "optimizer_steps": sum(r["optimizer_steps"] for r in dapo),
-        "train_s_per_step": round(train_s / max(1, sum(r["optimizer_steps"] for r in dapo)), 3),
+        "optimizer_steps": steps,
+        # None when the timed iterations filtered out every trajectory (no step to time).
+        "train_s_per_step": round(train_s / steps, 3) if steps else None,
     }
 
 
@@ -74,7 +76,11 @@ def main() -> int:
         "rollout_throughput_2_over_1": round(
             two["rollout_tokens_per_s"] / one["rollout_tokens_per_s"], 3
         ),
-        "train_step_time_2_over_1": round(two["train_s_per_step"] / one["train_s_per_step"], 3),
+        "train_step_time_2_over_1": (
+            round(two["train_s_per_step"] / one["train_s_per_step"], 3)
+            if one["train_s_per_step"] and two["train_s_per_step"]
+            else None
+        ),
     }
     text = json.dumps(report, indent=2)
     print(text)
