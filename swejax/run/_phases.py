@@ -332,7 +332,7 @@ def dapo_iteration(ctx: Context, index: int, trainer: Trainer) -> DapoRow:
     gap = np.concatenate(gaps) if gaps else np.zeros(0)
     totals = processes.global_sums(len(usable), len(sequences), gap.sum(), gap.size)
     usable_total, sequences_total, gap_sum, gap_count = totals
-    gap_max = processes.global_max_float(float(gap.max()) if gap.size else 0.0)
+    gap_max = processes.global_max(float(gap.max()) if gap.size else 0.0)
     keys = [(t.task_id, t.group) for t in kept]
     steps = []
     if sequences_total:

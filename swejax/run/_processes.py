@@ -82,12 +82,11 @@ def gathered_keys(keys: Sequence[tuple[str, int]], order: dict) -> list[tuple[st
     return sorted(((str(t), int(g)) for t, g in local), key=lambda k: order[k])
 
 
-def global_max(value: int) -> int:
-    return int(distributed.allgather(np.int64(value)).max())
-
-
-def global_max_float(value: float) -> float:
-    return float(distributed.allgather(np.float64(value)).max())
+def global_max(value: int | float) -> int | float:
+    """The largest of every process's `value`, of the type given."""
+    kind = float if isinstance(value, float) else int
+    gathered = distributed.allgather(np.float64(value) if kind is float else np.int64(value))
+    return kind(gathered.max())
 
 
 def global_sums(*values: float) -> np.ndarray:

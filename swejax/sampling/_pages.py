@@ -10,7 +10,7 @@ A slot's page-table row holds ids local to its shard (global id - g * P / shards
 `unassigned` (P / shards, one past the shard's last page, where the cache drops writes) where
 it holds no page.
 
-Pure host bookkeeping: the device state is never read back.
+Pure host bookkeeping: the page tables go to the device with each call, never back.
 """
 
 from __future__ import annotations

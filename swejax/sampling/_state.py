@@ -61,7 +61,7 @@ def cache_bytes_per_token(model_cfg, dtype: str | None = None) -> int:
 
 
 def replicated(mesh: Mesh | None) -> jax.sharding.Sharding:
-    """Where the bookkeeping lives: on every device of the mesh (or the one device)."""
+    """Where the base key lives: on every device of the mesh (or the one device)."""
     if mesh is None:
         return SingleDeviceSharding(jax.devices()[0])
     return NamedSharding(mesh, PartitionSpec())
