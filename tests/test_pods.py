@@ -83,15 +83,12 @@ def test_processes_with_different_configs_stop_naming_the_first_differing_key():
 
 
 @pytest.mark.slow
-def test_lockstep_engine_rounds_equal_one_process(tmp_path):
-    """Each process feeds and samples only its own slots, and takes part in every call even in
-    rounds where it has nothing ready; its slots sample what they do in one process."""
-    from pods.engine_rounds import build_engine, schedule
-
-    port, script = _free_port(), os.path.join(ROOT, "tests", "pods", "engine_rounds.py")
+def _two_processes(script: str, *args: str) -> None:
+    """Run tests/pods/SCRIPT as 2 processes x 4 devices; both must succeed."""
+    port, path = _free_port(), os.path.join(ROOT, "tests", "pods", script)
     children = [
         subprocess.Popen(
-            [PYTHON, script, f"127.0.0.1:{port}", str(i), str(tmp_path / f"{i}.json")],
+            [PYTHON, path, f"127.0.0.1:{port}", str(i), *args],
             cwd=ROOT,
             env=dict(_env(4), PYTHONPATH=ROOT),
             stderr=subprocess.PIPE,
@@ -102,12 +99,78 @@ def test_lockstep_engine_rounds_equal_one_process(tmp_path):
     for child in children:
         _, stderr = child.communicate(timeout=300)
         assert child.returncode == 0, stderr[-3000:]
-    parts = [json.loads((tmp_path / f"{i}.json").read_text()) for i in (0, 1)]
+
+
+def test_lockstep_engine_rounds_equal_one_process(tmp_path):
+    """Each process feeds and samples only its own slots, and takes part in every call even in
+    rounds where it has nothing ready; its slots sample what they do in one process."""
+    from pods.engine_rounds import build_engine, schedule
+
+    _two_processes("engine_rounds.py", str(tmp_path))
+    parts = [json.loads((tmp_path / f"process_{i}.json").read_text()) for i in (0, 1)]
     assert [p["local_slots"] for p in parts] == [[0, 1, 2, 3], [4, 5, 6, 7]]
     reference = schedule(build_engine())  # 1 process x 8 devices, every slot its own
     assert len(reference[0]) == 12 and len(reference[4]) == 6
     assert parts[0]["sampled"] == {"0": reference[0]}
     assert parts[1]["sampled"] == {"4": reference[4]}
+
+
+def test_checkpoints_load_each_block_once_per_process_and_move_between_process_counts(
+    tmp_path, monkeypatch
+):
+    """A multi-file HF checkpoint loaded by 2 processes: each reads only its own devices'
+    blocks, each once, and together exactly what 1 process reads. HF and orbax saves from 2
+    processes hold the weights 1 process wrote, and orbax moves 1 x 8 -> 2 x 4 -> 1 x 8."""
+    import jax
+    from flax import nnx
+    from pods.checkpoints import MESH, SHARD_BYTES
+    from safetensors.numpy import load_file
+
+    from swejax.models import ReadLog, build_model, hf_io, load_hf_checkpoint, preset
+    from swejax.run.checkpoints import load_checkpoint, save_checkpoint
+    from swejax.sharding import make_mesh
+
+    mesh = make_mesh(**MESH)
+    model = build_model(preset("tiny", dtype="float32", param_dtype="float32"), mesh, seed=3)
+    monkeypatch.setattr(hf_io, "_SHARD_BYTES", SHARD_BYTES)  # files and an index
+    files = hf_io.save_hf_checkpoint(model, str(tmp_path / "hf"))
+    assert len(files) >= 2
+    save_checkpoint(model, str(tmp_path / "orbax_one"))
+    one = ReadLog()
+    load_hf_checkpoint(str(tmp_path / "hf"), mesh=mesh, read_log=one)
+
+    _two_processes("checkpoints.py", str(tmp_path))
+
+    parts = [json.loads((tmp_path / f"process_{i}.json").read_text()) for i in (0, 1)]
+    blocks = [{(name, tuple(map(tuple, b))): n for name, b, n in p["blocks"]} for p in parts]
+    for p, mine in zip(parts, blocks, strict=True):
+        assert p["bytes_read"] == sum(mine.values()), "a block was read twice"
+        assert mine.keys() <= one.blocks.keys()
+        assert p["bytes_read"] < 0.6 * one.bytes_read, (p["bytes_read"], one.bytes_read)
+        assert p["orbax_one_equals_hf"]
+    assert blocks[0].keys() | blocks[1].keys() == one.blocks.keys()
+    shared = sum(one.blocks[k] for k in blocks[0].keys() & blocks[1].keys())
+    print(
+        f"\nHF load, bytes read: 1 process {one.bytes_read}; 2 processes "
+        f"{parts[0]['bytes_read']} + {parts[1]['bytes_read']} ({shared} replicated, read by both)"
+    )
+
+    # The HF export from 2 processes: the same files, tensors and index as from 1.
+    assert sorted(os.listdir(tmp_path / "hf_pod")) == sorted(os.listdir(tmp_path / "hf"))
+    for path in files:
+        mine, theirs = load_file(path), load_file(tmp_path / "hf_pod" / os.path.basename(path))
+        assert mine.keys() == theirs.keys()
+        for name in mine:
+            assert np.array_equal(mine[name], theirs[name]), name
+    index = "model.safetensors.index.json"
+    assert (tmp_path / "hf_pod" / index).read_text() == (tmp_path / "hf" / index).read_text()
+
+    # The orbax save from 2 processes, restored by 1 at another sharding.
+    back = load_checkpoint(str(tmp_path / "orbax_pod"), mesh=make_mesh(fsdp=8))
+    for a, b in zip(
+        jax.tree.leaves(nnx.state(model)), jax.tree.leaves(nnx.state(back)), strict=True
+    ):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
 
 
 # The demo (the main job), cut to a minute: two tasks, RFT's optimizer steps, one DAPO iteration

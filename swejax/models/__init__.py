@@ -18,13 +18,19 @@ from swejax.models.config import (
     preset,
     to_hf_config,
 )
-from swejax.models.hf_io import copy_side_files, load_hf_checkpoint, save_hf_checkpoint
+from swejax.models.hf_io import (
+    ReadLog,
+    copy_side_files,
+    load_hf_checkpoint,
+    save_hf_checkpoint,
+)
 from swejax.models.qwen2 import Qwen2
 from swejax.models.remat import REMAT_POLICIES
 
 __all__ = [
     "ATTENTION_IMPLS",
     "PRESETS",
+    "ReadLog",
     "REMAT_POLICIES",
     "AttentionImpl",
     "ModelConfig",

@@ -32,6 +32,8 @@ from swejax.models.qwen2 import Qwen2
 
 log = logging.getLogger(__name__)
 
+Block = tuple[tuple[int, int], ...]  # the (start, stop) read along each dim of an HF tensor
+
 _NP_DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16}
 _SHARD_BYTES = 4 * 2**30  # largest safetensors file written
 
@@ -123,10 +125,25 @@ def _hf_names(w: _Weight, num_layers: int) -> list[str]:
     return [w.hf_name.format(i=i) for i in range(num_layers)] if w.stacked else [w.hf_name]
 
 
+@dataclasses.dataclass
+class ReadLog:
+    """What one process read from a checkpoint's files: each HF tensor's blocks and their bytes.
+
+    On a pod, a process reads the blocks its own devices hold and no other, each once."""
+
+    blocks: dict[tuple[str, Block], int] = dataclasses.field(default_factory=dict)
+    bytes_read: int = 0  # more than the blocks' sum only if a block was read twice
+
+    def record(self, name: str, block: Block, nbytes: int) -> None:
+        self.blocks[(name, block)] = nbytes
+        self.bytes_read += nbytes
+
+
 class _TensorFiles:
     """Lazily opened safetensors files of one checkpoint, by tensor name."""
 
-    def __init__(self, checkpoint_dir: str, stack: contextlib.ExitStack):
+    def __init__(self, checkpoint_dir: str, stack: contextlib.ExitStack, read_log: ReadLog):
+        self.read_log = read_log
         index_path = os.path.join(checkpoint_dir, "model.safetensors.index.json")
         single_path = os.path.join(checkpoint_dir, "model.safetensors")
         if os.path.isfile(index_path):
@@ -172,7 +189,7 @@ def _check_tensors(table: list[_Weight], files: _TensorFiles, num_layers: int) -
         )
 
 
-def _read_block(w: _Weight, tensor_slice, index: tuple[slice, ...]) -> np.ndarray:
+def _read_block(w: _Weight, files: _TensorFiles, name: str, index: tuple[slice, ...]) -> np.ndarray:
     """The block of one layer's tensor at `index` (swejax layout), reading little more than it.
 
     Each HF dim splits into a group of swejax-side dims; the group's outer dim is read by range
@@ -190,8 +207,9 @@ def _read_block(w: _Weight, tensor_slice, index: tuple[slice, ...]) -> np.ndarra
         block_shape += [len(outer), *group[1:]]
         after_reshape += [slice(None)] + inter[dim + 1 : dim + len(group)]
         dim += len(group)
-    block = tensor_slice[tuple(read)].reshape(block_shape)[tuple(after_reshape)]
-    return block.transpose(w.perm)
+    raw = files.slice(name)[tuple(read)]
+    files.read_log.record(name, tuple((r.start, r.stop) for r in read), raw.nbytes)
+    return raw.reshape(block_shape)[tuple(after_reshape)].transpose(w.perm)
 
 
 def _normalize(index: tuple[slice, ...], shape: tuple[int, ...]) -> tuple[slice, ...]:
@@ -208,12 +226,10 @@ def _load_array(w: _Weight, files: _TensorFiles, variable, sharding, np_dtype) -
         if key not in cache:
             if w.stacked:
                 layers = range(shape[0])[index[0]]
-                blocks = [
-                    _read_block(w, files.slice(w.hf_name.format(i=i)), index[1:]) for i in layers
-                ]
+                blocks = [_read_block(w, files, w.hf_name.format(i=i), index[1:]) for i in layers]
                 cache[key] = np.stack(blocks).astype(np_dtype)
             else:
-                cache[key] = _read_block(w, files.slice(w.hf_name), index).astype(np_dtype)
+                cache[key] = _read_block(w, files, w.hf_name, index).astype(np_dtype)
         return cache[key]
 
     return jax.make_array_from_callback(shape, sharding, shard)
@@ -231,12 +247,14 @@ def load_hf_checkpoint(
     dtype: str = "float32",
     mesh: Mesh | None = None,
     param_dtype: str | None = None,
+    read_log: ReadLog | None = None,
     **runtime: Any,
 ) -> Qwen2:
     """A Qwen2 from a Hugging Face checkpoint directory (config.json + safetensors).
 
     `dtype` is the compute dtype and, unless `param_dtype` is given, the parameter dtype. With a
-    mesh, every parameter is placed at its sharding as it is read.
+    mesh, every parameter is placed at its sharding as it is read, each process reading only
+    its own devices' blocks; `read_log`, when given, records them.
     """
     if not os.path.isdir(path):
         raise FileNotFoundError(f"checkpoint directory {path!r} does not exist")
@@ -247,14 +265,22 @@ def load_hf_checkpoint(
     graphdef, state = nnx.split(abstract)
     shardings = param_shardings(abstract, mesh)
     np_dtype = _NP_DTYPES[cfg.param_dtype]
+    read_log = ReadLog() if read_log is None else read_log
     with contextlib.ExitStack() as stack:
-        files = _TensorFiles(path, stack)
+        files = _TensorFiles(path, stack, read_log)
         table = weight_table(cfg)
         _check_tensors(table, files, cfg.num_layers)
         for w in tqdm(table, desc=f"loading {path}", unit="weight", disable=None):
             variable = _lookup(state, w.path)
             sharding = _lookup(shardings, w.path)
             _set_path(state, w.path, _load_array(w, files, variable, sharding, np_dtype))
+    total = sum(math.prod(w.hf_shape) * (cfg.num_layers if w.stacked else 1) for w in table)
+    log.info(
+        "process %d read %.1f MiB of the checkpoint's %.1f MiB of weights",
+        jax.process_index(),
+        read_log.bytes_read / 2**20,
+        total * np.dtype(_NP_DTYPES[cfg.param_dtype]).itemsize / 2**20,
+    )
     return nnx.merge(graphdef, state)
 
 

@@ -1,7 +1,7 @@
 """The lockstep-engine check of tests/test_pods.py: a fixed schedule of engine calls in which
 each process acts on its own slots only, yet every process makes every collective call.
 
-    python tests/pods/engine_rounds.py COORDINATOR PROCESS_ID OUT_JSON   # one of 2 processes
+    python tests/pods/engine_rounds.py COORDINATOR PROCESS_ID WORK_DIR   # one of 2 processes
 
 `schedule` is also run by the test in one process over all slots, as the reference.
 """
@@ -9,6 +9,7 @@ each process acts on its own slots only, yet every process makes every collectiv
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 PROMPTS = {0: [3, 1, 4, 1, 5, 9, 2, 6], 4: [2, 7, 1, 8, 2, 8]}  # slot 0: process 0's, 4: 1's
@@ -52,11 +53,11 @@ def main() -> int:
     from swejax import distributed
     from swejax.config import DistributedConfig
 
-    coordinator, process_id, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    coordinator, process_id, work = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     distributed.start(DistributedConfig(coordinator, 2, process_id, 60))
     engine = build_engine()
     sampled = schedule(engine)
-    with open(out, "w") as f:
+    with open(os.path.join(work, f"process_{process_id}.json"), "w") as f:
         json.dump({"local_slots": list(engine.local_slots), "sampled": sampled}, f)
     return 0
 
