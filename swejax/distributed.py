@@ -85,6 +85,7 @@ def start(cfg: DistributedConfig) -> None:
             heartbeat_timeout_seconds=heartbeat,
             shutdown_timeout_seconds=shutdown,
         )
+        _watch_peers(cfg.timeout_s)
         return
     if cfg.process_id != 0:
         # JAX aborts the process (no exception) when the coordinator never answers, so look
@@ -104,6 +105,39 @@ def start(cfg: DistributedConfig) -> None:
         heartbeat_timeout_seconds=heartbeat,
         shutdown_timeout_seconds=shutdown,
     )
+    _watch_peers(cfg.timeout_s)
+
+
+_watchdog = None
+
+
+def _watch_peers(timeout_s: int) -> None:
+    """Name a lost peer (swejax.watchdog) within timeout_s / 4, before JAX's heartbeat
+    (timeout_s / 2) aborts this process without a word."""
+    global _watchdog
+    import jax
+    from jax._src import distributed
+
+    from swejax.watchdog import PeerWatchdog
+
+    if jax.process_count() == 1:
+        return
+    stale = max(5.0, timeout_s / 4)
+    _watchdog = PeerWatchdog(
+        distributed.global_state.client,
+        jax.process_index(),
+        jax.process_count(),
+        beat_s=stale / 5,
+        stale_s=stale,
+    ).start()
+
+
+def finish(ok: bool) -> None:
+    """This process is done with the run (`ok`: normally); its peers stop watching for it."""
+    global _watchdog
+    if _watchdog is not None:
+        _watchdog.finish(ok)
+        _watchdog = None
 
 
 def wait_for_coordinator(address: str, timeout_s: float) -> None:

@@ -17,6 +17,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+from swejax import distributed
 from swejax.config import load_config
 from swejax.errors import UserError
 
@@ -64,13 +65,17 @@ def main(argv: list[str] | None = None) -> int:
     """Run one mode; returns the process exit code (0 ok, 2 a user error)."""
     args = list(sys.argv[1:] if argv is None else argv)
     _log_to_stderr()
+    status = 1  # an exception that escapes
     try:
-        return _run(args)
+        status = _run(args)
     except _Exit as finished:
-        return finished.status
+        status = finished.status
     except UserError as error:
         print(f"swejax: error: {' '.join(str(error).split())}", file=sys.stderr)
-        return 2
+        status = 2
+    finally:
+        distributed.finish(ok=status == 0)  # on a pod: the peers stop watching this process
+    return status
 
 
 def _run(args: list[str]) -> int:

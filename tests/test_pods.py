@@ -316,6 +316,9 @@ def test_the_main_job_repeats_itself_and_on_2x4_processes_equals_1x8(tmp_path):
     seconds = float(line.split(", ")[1].split(" s after")[0])
     print(f"process 0 stopped {seconds:.1f} s after process 1 was killed: {line}")
     assert seconds < 120
+    survivor = (tmp_path / "killed-logs" / "process_0.out").read_text()
+    assert "swejax: error: process 1 stopped answering" in survivor, survivor[-3000:]
+    assert "process 0: exit 3" in line  # the watchdog's, before JAX's abort
     assert time.monotonic() - started < 600
     run = killed_dir / "tiny"
     assert "iter_00000.process_1.jsonl" in os.listdir(run / "trajectories")
