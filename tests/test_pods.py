@@ -82,7 +82,33 @@ def test_processes_with_different_configs_stop_naming_the_first_differing_key():
         assert "the processes' configs differ: seed is 0 on process 0 and 1 on process 1" in stderr
 
 
-@pytest.mark.slow
+@pytest.mark.skipif(not bwrap_available(), reason="bubblewrap is not installed")
+def test_validate_tasks_on_2_processes_splits_the_tasks_and_writes_one_report(tmp_path):
+    """Each process grades its share of the tasks in its own sandboxes; process 0 writes the
+    report, the one 1 process writes."""
+    tasks = ["swejax__b_roman_repeat", "swejax__b_paginator", "swejax__b_mdtable_empty"]
+    only = [f"--only={t}" for t in tasks]
+    one = _main("validate-tasks", *only, f"--report={tmp_path / 'one.json'}", devices=8)
+    assert one.wait(timeout=300) == 0, one.stderr.read()[-2000:]
+    port = _free_port()
+    pod = [
+        _main("validate-tasks", *only, f"--report={tmp_path / 'pod.json'}", *_distributed(port, i))
+        for i in (0, 1)
+    ]
+    outputs = [child.communicate(timeout=300) for child in pod]
+    for child, (_, stderr) in zip(pod, outputs, strict=True):
+        assert child.returncode == 0, stderr[-2000:]
+    assert "3 of 3 tasks valid" in outputs[0][0], outputs
+    assert "tasks valid" not in outputs[1][0]  # process 0 reports
+
+    def rows(name):
+        report = json.loads((tmp_path / name).read_text())
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in report["tasks"]]
+
+    assert rows("pod.json") == rows("one.json")
+    assert sorted(r["instance_id"] for r in rows("pod.json")) == sorted(tasks)
+
+
 def _two_processes(script: str, *args: str) -> None:
     """Run tests/pods/SCRIPT as 2 processes x 4 devices; both must succeed."""
     port, path = _free_port(), os.path.join(ROOT, "tests", "pods", script)
@@ -101,6 +127,7 @@ def _two_processes(script: str, *args: str) -> None:
         assert child.returncode == 0, stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_lockstep_engine_rounds_equal_one_process(tmp_path):
     """Each process feeds and samples only its own slots, and takes part in every call even in
     rounds where it has nothing ready; its slots sample what they do in one process."""
@@ -115,6 +142,7 @@ def test_lockstep_engine_rounds_equal_one_process(tmp_path):
     assert parts[1]["sampled"] == {"4": reference[4]}
 
 
+@pytest.mark.slow
 def test_checkpoints_load_each_block_once_per_process_and_move_between_process_counts(
     tmp_path, monkeypatch
 ):
@@ -174,14 +202,15 @@ def test_checkpoints_load_each_block_once_per_process_and_move_between_process_c
 
 
 # The demo (the main job), cut to a minute: two tasks, RFT's optimizer steps, one DAPO iteration
-# that trains (a random model's episodes end at the turn limit or with the context full, so
-# rewards differ within a group), three evaluations.
+# that trains in two steps (a random model's episodes end at the turn limit or with the context
+# full, so rewards differ within a group), three evaluations.
 REDUCED = [
     "--config.tasks.train=swejax__b_mdtable_empty,swejax__b_paginator",
     "--config.rft.epochs=2",
     "--config.dapo.iterations=1",
     "--config.dapo.tasks_per_iteration=2",
     "--config.dapo.group_size=4",
+    "--config.dapo.batch_size=2",  # optimizer steps of 2 trajectories: a kill falls between
     "--config.eval.runs=1",
     "--config.distributed.timeout_s=60",  # a lost peer is noticed within 30 s
 ]
@@ -215,21 +244,23 @@ def _final_params(run):
     return nnx.to_pure_dict(nnx.state(model))
 
 
-def _one_process(run_dir, cache) -> subprocess.CompletedProcess:
+def _one_process(run_dir, cache, kill_at="") -> subprocess.CompletedProcess:
     """The reduced main job as `python -m swejax.main` on 8 devices (runs of one test share a
     compilation cache: what is checked is the run, not the compiler)."""
-    env = dict(_env(8), JAX_COMPILATION_CACHE_DIR=str(cache))
+    env = dict(_env(8), JAX_COMPILATION_CACHE_DIR=str(cache), SWEJAX_KILL_AT=kill_at)
     env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.1"
     argv = [PYTHON, "-m", "swejax.main", f"--config.run_dir={run_dir}", *REDUCED]
     return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
 
 
-def _pod(run_dir, logs, kill_at="") -> subprocess.CompletedProcess:
-    """The reduced main job on 2 processes x 4 devices, launched by tools/launch_local.py."""
+def _pod(logs, cache, *args: str, kill_at="") -> subprocess.CompletedProcess:
+    """`python -m swejax.main ARGS` with the reduced job's config on 2 processes x 4 devices,
+    launched by tools/launch_local.py."""
     argv = [PYTHON, os.path.join(ROOT, "tools", "launch_local.py"), "--processes=2"]
     argv += ["--devices=4", f"--log-dir={logs}", "--grace=150", "--"]
-    argv += [PYTHON, "-m", "swejax.main", "train", f"--config.run_dir={run_dir}", *REDUCED]
-    env = dict(os.environ, SWEJAX_KILL_AT=kill_at)
+    argv += [PYTHON, "-m", "swejax.main", *args, *REDUCED]
+    env = dict(os.environ, SWEJAX_KILL_AT=kill_at, JAX_COMPILATION_CACHE_DIR=str(cache))
+    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.1"
     return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
 
 
@@ -245,55 +276,84 @@ def _same_episodes(one: dict, two: dict) -> None:
             assert x == y, (phase, key(x))
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not bwrap_available(), reason="bubblewrap is not installed")
-def test_the_main_job_repeats_itself_and_on_2x4_processes_equals_1x8(tmp_path):
-    cache = tmp_path / "jax-compilation-cache"
-    runs = {name: tmp_path / name / "tiny" for name in ("first", "again", "pod")}
-    first = _one_process(tmp_path / "first", cache)
-    assert first.returncode == 0, first.stderr[-3000:]
-    assert "eval initial" in first.stdout and "rft            trained on 2 of 2" in first.stdout
-    assert "iteration 0" in first.stdout and "eval it 1" in first.stdout
-    assert (runs["first"] / "plots" / "pass_at_k.png").exists()
-    again = _one_process(tmp_path / "again", cache)
-    assert again.returncode == 0, again.stderr[-3000:]
-    pod = _pod(tmp_path / "pod", tmp_path / "logs")
-    assert pod.returncode == 0, pod.stderr[-3000:]
-    assert "eval it 1" in pod.stdout  # process 0's summary
-    assert sorted(os.listdir(runs["pod"] / "logs")) == ["process_0.log", "process_1.log"]
-
-    # The same command twice: the same files, byte for byte, and the same metrics.
-    names = sorted(os.listdir(runs["first"] / "trajectories"))
-    assert names == [f"eval_0000{i}.jsonl" for i in range(3)] + [
-        "iter_00000.jsonl",
-        "rft_00000.jsonl",
-    ]
-    for name in names:
-        first_bytes = (runs["first"] / "trajectories" / name).read_bytes()
-        assert first_bytes == (runs["again"] / "trajectories" / name).read_bytes(), name
-    assert json.dumps(_metrics(runs["first"])) == json.dumps(_metrics(runs["again"]))
-
-    # 2 x 4: every episode's tokens; log-probabilities, metrics and weights to float rounding
-    # (each process packs its own rows of a batch, so sums run in another order).
-    pod_files = sorted(os.listdir(runs["pod"] / "trajectories"))
-    assert "iter_00000.process_1.jsonl" in pod_files, pod_files
-    _same_episodes(_phase_trajectories(runs["first"]), _phase_trajectories(runs["pod"]))
-    rows_one, rows_two = _metrics(runs["first"]), _metrics(runs["pod"])
-    assert [r["kind"] for r in rows_one] == ["eval", "rft", "eval", "dapo", "eval"]
-    assert rows_one[3]["optimizer_steps"] > 0, "the DAPO iteration must train"
-    for a, b in zip(rows_one, rows_two, strict=True):
+def _same_metrics(one: list[dict], two: list[dict]) -> None:
+    """The same rows; floats to float rounding (a relative 1e-5)."""
+    assert [r["kind"] for r in one] == [r["kind"] for r in two]
+    for a, b in zip(one, two, strict=True):
         assert a.keys() == b.keys()
         for k in a:
             if isinstance(a[k], float):
                 np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6, err_msg=k)
             else:
                 assert a[k] == b[k], k
+
+
+def _stopped_on_its_own(launch: subprocess.CompletedProcess, logs) -> float:
+    """Process 1 was killed: process 0 stopped non-zero, by itself (not killed by the launcher),
+    naming process 1. Returns the seconds it took."""
+    assert launch.returncode != 0
+    assert "process 1 exited with -9" in launch.stderr, launch.stderr[-3000:]
+    assert "killing process 0" not in launch.stderr, "process 0 had to be killed: it hung"
+    (line,) = [x for x in launch.stderr.splitlines() if "process 0: exit" in x]
+    assert "process 0: exit 3" in line, launch.stderr[-3000:]  # the watchdog's, not JAX's abort
+    survivor = (logs / "process_0.out").read_text()
+    assert "swejax: error: process 1 stopped answering" in survivor, survivor[-3000:]
+    return float(line.split(", ")[1].split(" s after")[0])
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The reduced main job, uninterrupted, on 1 process x 8 devices; and the compilation cache
+    the other 1-process runs share."""
+    root = tmp_path_factory.mktemp("reference")
+    cache = root / "jax-compilation-cache"
+    first = _one_process(root, cache)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "eval initial" in first.stdout and "rft            trained on 2 of 2" in first.stdout
+    assert "iteration 0" in first.stdout and "eval it 1" in first.stdout
+    run = root / "tiny"
+    assert (run / "plots" / "pass_at_k.png").exists()
+    rows = _metrics(run)
+    assert [r["kind"] for r in rows] == ["eval", "rft", "eval", "dapo", "eval"]
+    assert rows[3]["optimizer_steps"] > 1, "the DAPO iteration must train, in several steps"
+    return run, cache
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not bwrap_available(), reason="bubblewrap is not installed")
+def test_the_main_job_repeats_itself_and_on_2x4_processes_equals_1x8(reference, tmp_path):
+    first, cache = reference
+    again = _one_process(tmp_path / "again", cache)
+    assert again.returncode == 0, again.stderr[-3000:]
+    pod = _pod(tmp_path / "logs", cache, "train", f"--config.run_dir={tmp_path / 'pod'}")
+    assert pod.returncode == 0, pod.stderr[-3000:]
+    assert "eval it 1" in pod.stdout  # process 0's summary
+    runs = {"again": tmp_path / "again" / "tiny", "pod": tmp_path / "pod" / "tiny"}
+    assert sorted(os.listdir(runs["pod"] / "logs")) == ["process_0.log", "process_1.log"]
+
+    # The same command twice: the same files, byte for byte, and the same metrics.
+    names = sorted(os.listdir(first / "trajectories"))
+    assert names == [f"eval_0000{i}.jsonl" for i in range(3)] + [
+        "iter_00000.jsonl",
+        "rft_00000.jsonl",
+    ]
+    for name in names:
+        first_bytes = (first / "trajectories" / name).read_bytes()
+        assert first_bytes == (runs["again"] / "trajectories" / name).read_bytes(), name
+    assert json.dumps(_metrics(first)) == json.dumps(_metrics(runs["again"]))
+
+    # 2 x 4: every episode's tokens; log-probabilities, metrics and weights to float rounding
+    # (each process packs its own rows of a batch, so sums run in another order).
+    pod_files = sorted(os.listdir(runs["pod"] / "trajectories"))
+    assert "iter_00000.process_1.jsonl" in pod_files, pod_files
+    _same_episodes(_phase_trajectories(first), _phase_trajectories(runs["pod"]))
+    _same_metrics(_metrics(first), _metrics(runs["pod"]))
     import jax
 
     worst = max(
         float(np.abs(np.asarray(x) - np.asarray(y)).max())
         for x, y in zip(
-            jax.tree.leaves(_final_params(runs["first"])),
+            jax.tree.leaves(_final_params(first)),
             jax.tree.leaves(_final_params(runs["pod"])),
             strict=True,
         )
@@ -301,38 +361,42 @@ def test_the_main_job_repeats_itself_and_on_2x4_processes_equals_1x8(tmp_path):
     print(f"\nlargest parameter difference, 2 x 4 against 1 x 8: {worst:.2e}")
     assert worst < 1e-5
 
-    # kill -9 of process 1 in the DAPO rollout, after the RFT checkpoint: process 0 stops on
-    # its own, non-zero, in bounded time. The run then resumes on 1 process x 8 from the
+    # `eval` on 2 processes draws as a run's first evaluation: on the same (initial) weights,
+    # the reference run's first evaluation, episode for episode, and one predictions file.
+    out = [f"--report={tmp_path / 'eval.json'}", f"--predictions={tmp_path / 'eval.jsonl'}"]
+    done = _pod(tmp_path / "eval-logs", cache, "eval", *out, f"--config.run_dir={tmp_path}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    evaluated = _phase_trajectories(first)["eval_00000"]
+    report = json.loads((tmp_path / "eval.json").read_text())
+    assert report["trajectories"] == len(evaluated) and report["tasks"] == 2
+    assert report["tokens"] == sum(len(t["tokens"]) for t in evaluated)
+    np.testing.assert_allclose(report["reward"], np.mean([t["reward"] for t in evaluated]))
+    predictions = [json.loads(line) for line in (tmp_path / "eval.jsonl").read_text().splitlines()]
+    firsts = [(t["task_id"], t["submission"]) for t in evaluated if t["group"] == 0]
+    assert [(p["instance_id"], p["model_patch"]) for p in predictions] == firsts
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not bwrap_available(), reason="bubblewrap is not installed")
+def test_a_killed_process_stops_its_peer_and_the_run_resumes_on_1_process(reference, tmp_path):
+    first, cache = reference
+    # kill -9 of process 1 in DAPO's training, between its optimizer steps: process 0 stops on
+    # its own, naming process 1, in bounded time. The run resumes on 1 process x 8 from the
     # checkpoint the 2 processes wrote, redoes the iteration (the pod's partial files are
     # dropped) and loses and repeats nothing: the uninterrupted run's episodes and metrics.
-    killed_dir = tmp_path / "killed"
     started = time.monotonic()
-    killed = _pod(killed_dir, tmp_path / "killed-logs", kill_at="rollout:0@1")
-    assert killed.returncode != 0
-    assert "process 1 exited with -9" in killed.stderr, killed.stderr[-3000:]
-    assert "killing process 0" not in killed.stderr, "process 0 had to be killed: it hung"
-    (line,) = [x for x in killed.stderr.splitlines() if "process 0: exit" in x]
-    assert "process 0: exit 0" not in line, killed.stderr[-3000:]
-    seconds = float(line.split(", ")[1].split(" s after")[0])
-    print(f"process 0 stopped {seconds:.1f} s after process 1 was killed: {line}")
-    assert seconds < 120
-    survivor = (tmp_path / "killed-logs" / "process_0.out").read_text()
-    assert "swejax: error: process 1 stopped answering" in survivor, survivor[-3000:]
-    assert "process 0: exit 3" in line  # the watchdog's, before JAX's abort
-    assert time.monotonic() - started < 600
-    run = killed_dir / "tiny"
+    logs = tmp_path / "killed-logs"
+    run_dir = f"--config.run_dir={tmp_path / 'pod'}"
+    killed = _pod(logs, cache, "train", run_dir, kill_at="train:0@1")
+    seconds = _stopped_on_its_own(killed, logs)
+    print(f"\nprocess 0 stopped {seconds:.1f} s after process 1 was killed")
+    assert seconds < 120 and time.monotonic() - started < 600
+    run = tmp_path / "pod" / "tiny"
     assert "iter_00000.process_1.jsonl" in os.listdir(run / "trajectories")
-    resumed = _one_process(killed_dir, cache)
+    resumed = _one_process(tmp_path / "pod", cache)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming from checkpoint 1" in resumed.stderr, resumed.stderr[-3000:]
     after = sorted(os.listdir(run / "trajectories"))
     assert [n for n in after if n.startswith("iter_")] == ["iter_00000.jsonl"], after
-    _same_episodes(_phase_trajectories(runs["first"]), _phase_trajectories(run))
-    rows_resumed = _metrics(run)
-    assert [r["kind"] for r in rows_resumed] == [r["kind"] for r in rows_one]
-    for a, b in zip(rows_one, rows_resumed, strict=True):
-        for k in a:
-            if isinstance(a[k], float):
-                np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6, err_msg=k)
-            else:
-                assert a[k] == b[k], k
+    _same_episodes(_phase_trajectories(first), _phase_trajectories(run))
+    _same_metrics(_metrics(first), _metrics(run))

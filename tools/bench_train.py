@@ -2,12 +2,16 @@
 
     python tools/bench_train.py --preset qwen2.5-1.5b --seq 32768 --attention flash   # one GPU
     python tools/bench_train.py --smoke                                               # CPU check
+    python tools/launch_local.py --processes 2 --devices 4 -- \
+        python tools/bench_train.py --smoke                                 # 2 processes, CPU
 
 Runs `swejax.train.Trainer` (the jitted, donating step the loop uses) on `--rows` rows of `--seq`
 random tokens, every token an action, over all devices (fsdp), and prints one JSON object:
 seconds per step (median after a warm-up), tokens per second, model TFLOP/s and MFU. Model FLOPs
 are three causal forwards (forward plus backward), whatever the remat policy recomputes, so MFU
 is comparable across policies. The attention choice and remat policy are recorded with them.
+With many processes (the `--config.distributed.*` flags tools/launch_local.py appends), each
+feeds its block of the same global batch, and process 0 prints.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_forward import PEAK_FLOPS, forward_flops  # noqa: E402
 
-from swejax.config import OptimizerConfig  # noqa: E402
+from swejax import distributed  # noqa: E402
+from swejax.config import DistributedConfig, OptimizerConfig  # noqa: E402
 from swejax.models import build_model, preset  # noqa: E402
 from swejax.sharding import make_mesh  # noqa: E402
 from swejax.train import BATCH_FIELDS, Objective, Trainer, make_optimizer  # noqa: E402
@@ -60,7 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--smoke", action="store_true", help="tiny model, 128 tokens, CPU")
     parser.add_argument("--out", help="also write the JSON here")
+    for key, kind, default in (("coordinator", str, ""), ("num_processes", int, 0)):
+        parser.add_argument(f"--config.distributed.{key}", dest=key, type=kind, default=default)
+    parser.add_argument("--config.distributed.process_id", dest="process_id", type=int, default=-1)
     args = parser.parse_args(argv)
+    distributed.start(DistributedConfig(args.coordinator, args.num_processes, args.process_id))
     if args.smoke:
         args.preset, args.seq, args.attention, args.steps = "tiny", 128, "reference", 2
 
@@ -74,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     tx = make_optimizer(OptimizerConfig(), learning_rate=1e-6, weight_decay=0.1)
     trainer = Trainer(model, tx, Objective("dapo", eps_low=0.2, eps_high=0.3), mesh=mesh)
     batch = random_batch(rows, args.seq, cfg.vocab_size)
+    share = rows // jax.process_count()  # this process's block of the global batch
+    batch = {k: v[jax.process_index() * share :][:share] for k, v in batch.items()}
     trainer.step(batch)  # compile
     times = []
     for _ in range(args.steps):
@@ -86,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         "bench": "train_step",
         "device": jax.devices()[0].device_kind,
         "num_devices": jax.device_count(),
+        "processes": jax.process_count(),
         "jax": jax.__version__,
         "preset": args.preset,
         "layers": cfg.num_layers,
@@ -103,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     peak = PEAK_FLOPS.get(result["device"])
     if peak and args.dtype == "bfloat16":
         result["mfu"] = flops / seconds / (peak * jax.device_count())
+    if not distributed.is_leader():
+        return 0
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:
