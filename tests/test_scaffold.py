@@ -156,6 +156,26 @@ def test_a_failed_sandbox_ends_the_episode_as_an_infrastructure_failure():
     assert step.observation == "" and episode.submission is None
 
 
+def test_a_failing_sandbox_host_is_an_infrastructure_error_for_its_episodes(monkeypatch):
+    """The host's disk is full: every episode it plays and every grade it runs is a harness
+    failure, kept out of the reward, and the rollout goes on."""
+    from swejax.env import _task_sandbox
+
+    def full_disk(task, path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(_task_sandbox, "materialize", full_disk)
+    task = BY_ID["swejax__b_roman_repeat"]
+    env = EpisodeEnv("bwrap", ScaffoldConfig(), l_thr=10)
+    result = run_episode(task, ScriptedPolicy([reply("submit")], TOKENIZER), env, TOKENIZER)
+    trajectory = result.trajectory
+    assert trajectory.end_reason == EndReason.SANDBOX_ERROR.value and trajectory.num_turns == 0
+    assert "this host could not prepare the repository" in trajectory.infrastructure_error
+    assert "No space left on device" in trajectory.infrastructure_error
+    graded = grade(task, task.patch)
+    assert not graded.resolved and "No space left" in graded.infrastructure_error
+
+
 def test_failing_setup_names_the_task_and_command():
     task = dataclasses.replace(BY_ID["swejax__b_roman_repeat"], setup_commands=("false",))
     expected = "swejax__b_roman_repeat: setup command 'false' failed"

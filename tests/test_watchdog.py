@@ -7,7 +7,7 @@ import time
 
 from swejax.watchdog import PeerWatchdog
 
-BEAT_S, STALE_S = 0.02, 0.3
+BEAT_S, STALE_S = 0.05, 1.0  # a beat thread is never 1 s late, even on a loaded machine
 
 
 class Store:
@@ -68,7 +68,7 @@ def test_a_peer_whose_beat_stops_is_named_within_the_limit():
     assert seconds + 2 * BEAT_S >= STALE_S
     for survivor in (0, 2):
         (message,) = lost[survivor]
-        assert message.startswith("process 1 stopped answering: no heartbeat for 0.3 s")
+        assert message.startswith("process 1 stopped answering: no heartbeat for 1 s")
         assert f"Process {survivor} stops too" in message
     assert lost[1] == []
 

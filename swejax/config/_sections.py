@@ -103,7 +103,8 @@ class DistributedConfig:
     coordinator: str = ""  # host:port of process 0's coordination service
     num_processes: int = 0  # 0: from the cluster (or 1 without one)
     process_id: int = -1  # this process, 0 .. num_processes - 1; -1: from the cluster
-    timeout_s: int = 120  # wait this long for every process to join, then stop
+    timeout_s: int = 120  # wait this long for every process to join; a peer silent for a
+    # quarter of it is lost (swejax.watchdog)
 
     def __post_init__(self) -> None:
         _at_least(self, 0, "num_processes")

@@ -7,7 +7,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 
-from swejax.env.sandbox import SandboxLimits, open_sandbox
+from swejax.env.sandbox import SandboxError, SandboxLimits, open_sandbox
 from swejax.tasks import Task, materialize
 
 
@@ -23,7 +23,13 @@ def task_sandbox(
         ) as sandbox:
             yield sandbox
         return
-    with tempfile.TemporaryDirectory(prefix="swejax-task-") as scratch:
-        repo = materialize(task, os.path.join(scratch, "repo"))
+    with contextlib.ExitStack() as stack:
+        try:
+            scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="swejax-task-"))
+            repo = materialize(task, os.path.join(scratch, "repo"))
+        except OSError as error:  # the host failed (a full disk, a lost mount), not the task
+            raise SandboxError(
+                f"{task.instance_id}: this host could not prepare the repository: {error}"
+            ) from error
         with open_sandbox(repo, runtime, limits) as sandbox:
             yield sandbox
