@@ -65,10 +65,10 @@ class PeerWatchdog:
         """Stop beating and tell the peers how this process ended. `ok`: normally. Else it
         failed; it then watches its peers a while longer (until each has ended too, or for
         `stale_s`), to name a peer that was lost before it."""
-        self._set(_DONE, "1") if ok else self._set(
-            _FAILED, f"process {self._me} failed (its log says why)"
-        )
-        if not ok:
+        if ok:
+            self._set(_DONE, "1")
+        else:
+            self._set(_FAILED, f"process {self._me} failed (its log says why)")
             self._beating.clear()
             self._thread.join(timeout=self._stale_s + 2 * self._beat_s)
         self._stopped.set()
