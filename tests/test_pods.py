@@ -381,25 +381,26 @@ def test_the_main_job_repeats_itself_and_on_2x4_processes_equals_1x8(reference, 
 def test_kills_on_1_and_2_processes_resume_across_process_counts_losing_nothing(
     reference, tmp_path
 ):
-    """1 process x 8 killed mid-rollout; resumed on 2 processes x 4 from its checkpoint, where
-    process 1 is killed between DAPO's optimizer steps and process 0 stops on its own, naming
-    it, in bounded time; resumed on 1 process x 8 again, the run ends with the uninterrupted
-    run's episodes and metrics: no iteration lost or repeated, each resume dropping the
-    partial files of the process count before it."""
+    """1 process x 8 killed mid-rollout. Resumed on 2 processes x 4 from its checkpoint, where
+    process 1 is killed mid-rollout, then (resumed again) between DAPO's optimizer steps; each
+    time process 0 stops on its own, naming it, in bounded time. Resumed on 1 process x 8, the
+    run ends with the uninterrupted run's episodes and metrics: no iteration lost or repeated,
+    each resume dropping the partial files of the process count before it."""
     first, cache = reference
     run_dir, run = f"--config.run_dir={tmp_path}", tmp_path / "tiny"
     killed = _one_process(tmp_path, cache, kill_at="rollout:0")
     assert killed.returncode == -9, killed.stderr[-3000:]
     assert "iter_00000.jsonl" in os.listdir(run / "trajectories")
 
-    started, logs = time.monotonic(), tmp_path / "pod-logs"
-    killed = _pod(logs, cache, "train", run_dir, kill_at="train:0@1")
-    seconds = _stopped_on_its_own(killed, logs)
-    print(f"\nprocess 0 stopped {seconds:.1f} s after process 1 was killed")
-    assert seconds < 120 and time.monotonic() - started < 600
-    assert "resuming from checkpoint 1" in (logs / "process_0.out").read_text()
-    iteration_files = sorted(n for n in os.listdir(run / "trajectories") if n.startswith("iter_"))
-    assert iteration_files == ["iter_00000.process_0.jsonl", "iter_00000.process_1.jsonl"]
+    for kill_at in ("rollout:0@1", "train:0@1"):
+        started, logs = time.monotonic(), tmp_path / f"pod-logs-{kill_at}"
+        killed = _pod(logs, cache, "train", run_dir, kill_at=kill_at)
+        seconds = _stopped_on_its_own(killed, logs)
+        print(f"\nkilled at {kill_at}: process 0 stopped {seconds:.1f} s after process 1")
+        assert seconds < 120 and time.monotonic() - started < 600
+        assert "resuming from checkpoint 1" in (logs / "process_0.out").read_text()
+        files = sorted(n for n in os.listdir(run / "trajectories") if n.startswith("iter_"))
+        assert "iter_00000.process_1.jsonl" in files and "iter_00000.jsonl" not in files, files
 
     resumed = _one_process(tmp_path, cache)
     assert resumed.returncode == 0, resumed.stderr[-3000:]

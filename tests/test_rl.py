@@ -141,3 +141,33 @@ def test_dapo_loss_gradient_matches_finite_differences():
         numeric[index] = (float(loss(logp + step)) - float(loss(logp - step))) / (2 * eps)
     np.testing.assert_allclose(grad, numeric, rtol=1e-3, atol=1e-4)
     assert np.all(grad[~mask] == 0)  # observation tokens carry no gradient
+
+
+def test_dapo_leaves_harness_failures_out_of_the_group_before_anything_is_computed():
+    from swejax.rl import DapoSelection
+    from swejax.rollout import Trajectory
+
+    def made(task, group, reward, error=""):
+        t = Trajectory(task, group, [1, 2, 3], [False, True, True], [0.0, -0.5, -0.7])
+        t.reward, t.infrastructure_error = reward, error
+        return t
+
+    trajectories = [
+        made("a", 0, 1.0),
+        made("a", 1, -1.0),
+        made("a", 2, 1.0, error="the sandbox did not start"),  # its reward must not count
+        made("a", 3, -1.0),
+        made("b", 0, 1.0),
+        made("b", 1, 0.0, error="the test patch does not apply"),  # b's usable rewards are equal
+    ]
+    selection = DapoSelection.of(trajectories)
+    assert [(t.task_id, t.group) for t in selection.usable] == [
+        ("a", 0),
+        ("a", 1),
+        ("a", 3),
+        ("b", 0),
+    ]
+    expected = group_advantages([1.0, -1.0, -1.0], ["a"] * 3)  # not over a's four rewards
+    np.testing.assert_allclose(selection.advantages, [*expected, 0.0])
+    assert [(t.task_id, t.group) for t in selection.kept] == [("a", 0), ("a", 1), ("a", 3)]
+    assert [s.advantage for s in selection.sequences] == pytest.approx(expected)

@@ -6,9 +6,10 @@ from swejax.rl._dapo import dapo_loss
 from swejax.rl._metrics import curate_pool, pass_at_k, pass_metrics
 from swejax.rl._packing import PackedBatch, TrainSequence, first_fit, pack
 from swejax.rl._reward import episode_reward, length_penalty
-from swejax.rl._rft import dapo_sequences, rft_sequences
+from swejax.rl._rft import DapoSelection, dapo_sequences, rft_sequences
 
 __all__ = [
+    "DapoSelection",
     "PackedBatch",
     "TrainSequence",
     "curate_pool",

@@ -25,10 +25,9 @@ from tqdm.auto import tqdm
 from swejax import builder, distributed
 from swejax.errors import UserError
 from swejax.rl import (
+    DapoSelection,
     TrainSequence,
-    dapo_sequences,
     first_fit,
-    group_advantages,
     pack,
     pass_metrics,
     rft_sequences,
@@ -312,10 +311,8 @@ def dapo_iteration(ctx: Context, index: int, trainer: Trainer) -> DapoRow:
     rollout_s = time.perf_counter() - begun
     order = processes.job_order(jobs)
     # A task's whole group is on this process: its advantages are local.
-    usable = [t for t in trajectories if not t.infrastructure_error]
-    advantages = group_advantages([t.reward for t in usable], [t.task_id for t in usable])
-    sequences = dapo_sequences(usable, advantages)
-    kept = [t for t, a in zip(usable, advantages, strict=True) if a != 0.0]
+    selection = DapoSelection.of(trajectories)
+    usable, sequences, kept = selection.usable, selection.sequences, selection.kept
     started = time.perf_counter()
     recomputed = recomputed_logprobs(ctx.built.model, kept, ctx.built.mesh)
     gaps = [
