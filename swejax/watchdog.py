@@ -7,9 +7,9 @@ comes first; it exits with `os._exit`, since the main thread may be blocked insi
 that will never finish.
 
 A process that ends says how (`finish`): normally, and it is not missed; or failed, and its
-peers stop at once, naming it. A failing process watches a little longer before it exits: if a
-peer was lost before it (its collective failed because that peer died), its line names that
-peer rather than the symptom.
+peers stop within two beats, naming it. A failing process watches a little longer before it
+exits: if a peer was lost before it (its collective failed because that peer died), its line
+names that peer rather than the symptom.
 """
 
 from __future__ import annotations
@@ -22,13 +22,9 @@ import threading
 import time
 from collections.abc import Callable
 
-logger = logging.getLogger("swejax.distributed")
-
 EXIT_PEER_LOST = 3  # the exit status of a process stopped because a peer was lost
-_BEAT = "swejax/watchdog/beat/"
-_DONE = "swejax/watchdog/done/"
-_FAILED = "swejax/watchdog/failed/"
-_ENDS = (_DONE, _FAILED)
+_ROOT = "swejax/watchdog/"  # the store's keys: ROOT + beat/P, done/P, failed/P (full keys)
+_BEAT, _DONE, _FAILED = f"{_ROOT}beat/", f"{_ROOT}done/", f"{_ROOT}failed/"
 
 
 def stop_process(message: str) -> None:
@@ -89,15 +85,13 @@ class PeerWatchdog:
     def _watch(self) -> None:
         beat, started = 0, time.monotonic()
         seen = {p: (None, started) for p in range(self._count) if p != self._me}
+        failing: set[int] = set()  # peers seen failed at the last beat
         while not self._stopped.wait(self._beat_s):
             beat += 1
             try:
                 if self._beating.is_set():
                     self._set_beat(beat)
-                beats = dict(self._client.key_value_dir_get(_BEAT))
-                marks = {kind: dict(self._client.key_value_dir_get(kind)) for kind in _ENDS}
-                ended = {p: k for k in _ENDS for p in seen if _key(k, p, marks[k]) is not None}
-                causes = {p: _key(_FAILED, p, marks[_FAILED]) for p in ended}
+                entries = dict(self._client.key_value_dir_get(_ROOT))  # one read per beat
             except Exception as error:  # noqa: BLE001 - any failure of the store means the same
                 if not self._stopped.is_set():
                     self._lost(
@@ -107,11 +101,17 @@ class PeerWatchdog:
                 return
             if self._stopped.is_set():
                 return
-            failed = [p for p, kind in ended.items() if kind == _FAILED]
-            if failed and self._beating.is_set():  # a peer failed first: stop with it
-                self._lost(causes[failed[0]])
-                return
-            lost = _stale_peer(seen, beats, set(ended), time.monotonic(), self._stale_s)
+            causes = {p: entries.get(f"{_FAILED}{p}") for p in seen}
+            failed = [p for p, cause in causes.items() if cause is not None]
+            # A peer failed first: stop with it, one beat later, so that processes failing on
+            # the same error at once (a config mismatch) each end with their own message.
+            if failed and self._beating.is_set():
+                if failed[0] in failing:
+                    self._lost(causes[failed[0]])
+                    return
+                failing.add(failed[0])
+            ended = {p for p in seen if f"{_DONE}{p}" in entries} | set(failed)
+            lost = _stale_peer(seen, entries, ended, time.monotonic(), self._stale_s)
             if lost is not None:
                 self._lost(
                     f"process {lost} stopped answering: no heartbeat for {self._stale_s:g} s "
@@ -127,7 +127,7 @@ class PeerWatchdog:
 
 def _stale_peer(
     seen: dict[int, tuple[str | None, float]],
-    beats: dict[str, str],
+    entries: dict[str, str],
     ended: set[int],
     now: float,
     stale_s: float,
@@ -137,14 +137,9 @@ def _stale_peer(
     for peer, (last, since) in seen.items():
         if peer in ended:
             continue
-        value = _key(_BEAT, peer, beats)
+        value = entries.get(f"{_BEAT}{peer}")
         if value != last:
             seen[peer] = (value, now)
         elif now - since > stale_s:
             return peer
     return None
-
-
-def _key(prefix: str, peer: int, entries: dict[str, str]) -> str | None:
-    # The store returns full keys or keys relative to the directory, depending on the version.
-    return entries.get(f"{prefix}{peer}", entries.get(str(peer)))

@@ -65,8 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--smoke", action="store_true", help="tiny model, 128 tokens, CPU")
     parser.add_argument("--out", help="also write the JSON here")
-    for key, kind, default in (("coordinator", str, ""), ("num_processes", int, 0)):
-        parser.add_argument(f"--config.distributed.{key}", dest=key, type=kind, default=default)
+    # The keys tools/launch_local.py appends, as `python -m swejax.main` takes them.
+    parser.add_argument("--config.distributed.coordinator", dest="coordinator", default="")
+    parser.add_argument(
+        "--config.distributed.num_processes", dest="num_processes", type=int, default=0
+    )
     parser.add_argument("--config.distributed.process_id", dest="process_id", type=int, default=-1)
     args = parser.parse_args(argv)
     distributed.start(DistributedConfig(args.coordinator, args.num_processes, args.process_id))
