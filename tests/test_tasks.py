@@ -44,6 +44,22 @@ def test_jsonl_loads_swe_bench_and_swe_rebench_forms(tmp_path):
     assert task.test_files == ("tests/test_x.py",)
 
 
+def test_jsonl_keeps_the_whole_record_and_reads_swejax_fields(tmp_path):
+    (tmp_path / "repos" / "one").mkdir(parents=True)
+    extra = {"environment_setup_commit": "def456", "install_config": {"test_cmd": "pytest -rA"}}
+    record = {**RECORD, **extra, "repo_dir": "repos/one", "test_command": "python3 -m pytest"}
+    (task,) = load_jsonl(_write(tmp_path, [json.dumps(record)]))
+    assert task.repo_dir == str(tmp_path / "repos" / "one")  # relative to the JSONL's folder
+    assert task.test_command == "python3 -m pytest"
+    assert task.record["install_config"] == {"test_cmd": "pytest -rA"}
+    assert task.record["environment_setup_commit"] == "def456"
+    with pytest.raises(TypeError):
+        task.record["repo"] = "changed"  # read-only
+    missing = {**RECORD, "repo_dir": "repos/absent"}
+    with pytest.raises(TaskError, match=r"tasks.jsonl:1: repo_dir 'repos/absent' is not a folder"):
+        load_jsonl(_write(tmp_path, [json.dumps(missing)]))
+
+
 def test_hugging_face_datasets_form(monkeypatch):
     import types
 

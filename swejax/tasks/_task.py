@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
-from collections.abc import Iterable, Iterator
+import types
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from swejax.errors import UserError
@@ -36,6 +38,11 @@ class Task:
     workdir: str = "/repo"  # where the repository is inside the image (SWE-bench: /testbed)
     log_parser: str = ""  # "": JUnit report; else a swebench parser name, e.g. "parse_log_pytest"
     version: str = ""  # the SWE-bench record's version (some swebench parsers read it)
+    # The record as loaded, every field (read-only): the SWE-bench harness builds its scripts
+    # from fields swejax does not model (environment_setup_commit, install_config, ...).
+    record: Mapping[str, Any] = dataclasses.field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     @property
     def docker_image(self) -> str:
@@ -88,20 +95,27 @@ def task_from_record(record: Any, where: str, **runtime: Any) -> Task:
     image = record.get("image_name") or record.get("docker_image") or record.get("image") or ""
     if image and "workdir" not in runtime:
         runtime["workdir"] = "/testbed"  # where SWE-bench-style images hold the repository
-    for field in ("log_parser", "version"):
+    for field in ("log_parser", "version", "test_command"):
         if isinstance(record.get(field), str) and field not in runtime:
             runtime[field] = record[field]
+    if isinstance(record.get("setup_commands"), list) and "setup_commands" not in runtime:
+        runtime["setup_commands"] = tuple(record["setup_commands"])
     return Task(
         **fields,
         FAIL_TO_PASS=_test_ids(record["FAIL_TO_PASS"], "FAIL_TO_PASS", where),
         PASS_TO_PASS=_test_ids(record["PASS_TO_PASS"], "PASS_TO_PASS", where),
         image=runtime.pop("image", image),
+        record=types.MappingProxyType(dict(record)),
         **runtime,
     )
 
 
 def load_jsonl(path: str) -> list[Task]:
-    """Tasks from a JSONL file in SWE-bench / SWE-rebench form, one record per line."""
+    """Tasks from a JSONL file in SWE-bench / SWE-rebench form, one record per line.
+
+    Besides the SWE-bench fields a record may carry swejax's own: `repo_dir` (the repository at
+    its base commit, relative to the file's folder, as `synthesize` writes it), `test_command`
+    and `setup_commands`."""
     return list(_iter_jsonl(path))
 
 
@@ -117,13 +131,21 @@ def _iter_jsonl(path: str) -> Iterator[Task]:
                 except json.JSONDecodeError as error:
                     raise TaskError(f"{where}: not valid JSON ({error.msg})") from error
 
-    return _unique_tasks(records())
+    return _unique_tasks(records(), os.path.dirname(os.path.abspath(path)))
 
 
-def _unique_tasks(records: Iterable[tuple[str, Any]]) -> Iterator[Task]:
+def _unique_tasks(records: Iterable[tuple[str, Any]], folder: str = "") -> Iterator[Task]:
     seen: set[str] = set()
     for where, record in records:
-        task = task_from_record(record, where)
+        runtime = {}
+        if isinstance(record, dict) and record.get("repo_dir"):
+            if not isinstance(record["repo_dir"], str):
+                raise TaskError(f"{where}: field 'repo_dir' must be a string")
+            repo_dir = os.path.join(folder, record["repo_dir"])
+            if not os.path.isdir(repo_dir):
+                raise TaskError(f"{where}: repo_dir {record['repo_dir']!r} is not a folder")
+            runtime["repo_dir"] = repo_dir
+        task = task_from_record(record, where, **runtime)
         if task.instance_id in seen:
             raise TaskError(f"{where}: instance_id {task.instance_id!r} appears twice")
         seen.add(task.instance_id)
