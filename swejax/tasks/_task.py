@@ -40,9 +40,7 @@ class Task:
     version: str = ""  # the SWE-bench record's version (some swebench parsers read it)
     # The record as loaded, every field (read-only): the SWE-bench harness builds its scripts
     # from fields swejax does not model (environment_setup_commit, install_config, ...).
-    record: Mapping[str, Any] = dataclasses.field(
-        default_factory=dict, compare=False, repr=False
-    )
+    record: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
     @property
     def docker_image(self) -> str:
