@@ -154,6 +154,14 @@ def load_tasks(config: Config, source: str | None = None) -> list:
     return from_user_input("cannot load tasks", tasks.load_source, source or config.tasks.source)
 
 
+def split_tasks(config: Config, all_tasks: list) -> tuple[list, list]:
+    """(training tasks, evaluation tasks) as the config's `tasks` section chooses them."""
+    from swejax import tasks
+
+    chosen = config.tasks
+    return tasks.select_tasks(all_tasks, chosen.train, chosen.eval, chosen.eval_repos)
+
+
 def episode_env(config: Config, runtime: str | None = None):
     """How the run's episodes run and are scored: its sandbox runtime, scaffold and reward."""
     from swejax.rollout import EpisodeEnv

@@ -30,6 +30,7 @@ _MODES: dict[str, str] = {
     "convert": "convert",
     "eval": "evaluate",
     "validate-tasks": "validate",
+    "tasks": "tasks",
 }
 _CONFIG_FLAGS_HELP = """\
 config:

@@ -12,8 +12,10 @@ from swejax.tasks import (
     builtin_tasks,
     load_hf_dataset,
     load_jsonl,
+    load_source,
     materialize,
     patch_files,
+    select_tasks,
 )
 
 RECORD = {
@@ -102,6 +104,59 @@ def test_malformed_records_name_line_and_field(tmp_path, line, message):
     path = _write(tmp_path, [json.dumps(RECORD), line])
     with pytest.raises(TaskError, match=message):
         load_jsonl(path)
+
+
+def _records(repo: str, *numbers: int) -> list[str]:
+    owner, name = repo.split("/")
+    return [
+        json.dumps({**RECORD, "repo": repo, "instance_id": f"{owner}__{name}-{n}"}) for n in numbers
+    ]
+
+
+def test_several_sources_load_together_in_order(tmp_path):
+    first = tmp_path / "a" / "tasks.jsonl"
+    first.parent.mkdir()
+    first.write_text("\n".join(_records("octo/lib", 1, 2)) + "\n")
+    second = _write(tmp_path, _records("cat/app", 1))
+    tasks = load_source(f"{first}, builtin ,{second}")
+    ids = [t.instance_id for t in tasks]
+    assert ids[:2] == ["octo__lib-1", "octo__lib-2"] and ids[-1] == "cat__app-1"
+    assert len(ids) == 3 + len(builtin_tasks())
+    with pytest.raises(TaskError, match=r"'octo__lib-1' is in two sources: .*a/tasks.jsonl and"):
+        load_source(f"{first},{first}")
+    with pytest.raises(TaskError, match="names no source"):
+        load_source(" , ")
+
+
+def test_a_split_by_repository_keeps_every_repository_on_one_side(tmp_path):
+    tasks = load_jsonl(_write(tmp_path, _records("octo/lib", 1, 2) + _records("cat/app", 1, 2)))
+    train, held_out = select_tasks(tasks, "", "", "cat/app")
+    assert [t.instance_id for t in train] == ["octo__lib-1", "octo__lib-2"]
+    assert [t.instance_id for t in held_out] == ["cat__app-1", "cat__app-2"]
+    # Held-out ids and repositories together; named training tasks stay as named.
+    train, held_out = select_tasks(tasks, "octo__lib-2", "octo__lib-1", "cat/app")
+    assert [t.instance_id for t in train] == ["octo__lib-2"]
+    assert [t.instance_id for t in held_out] == ["octo__lib-1", "cat__app-1", "cat__app-2"]
+    with pytest.raises(TaskError, match="a held-out repository: cat__app-1"):
+        select_tasks(tasks, "cat__app-1", "", "cat/app")
+    with pytest.raises(TaskError, match="repositories with no task: dog/pkg"):
+        select_tasks(tasks, "", "", "cat/app,dog/pkg")
+
+
+def test_the_tasks_mode_shows_the_split_from_the_command_line(tmp_path, capsys):
+    from swejax.main import main
+
+    extra = _write(tmp_path, _records("cat/app", 1, 2))
+    args = ["tasks", f"--config.tasks.source=builtin,{extra}", "--config.tasks.train="]
+    assert main([*args, "--config.tasks.eval_repos=cat/app", "--json"]) == 0
+    split = json.loads(capsys.readouterr().out)
+    assert split["eval"] == ["cat__app-1", "cat__app-2"] and not split["eval_reuses_train"]
+    assert split["train"] == [t.instance_id for t in builtin_tasks()]
+    assert main([*args]) == 0
+    out = capsys.readouterr().out
+    assert "train   22 tasks from 21 repositories" in out and "reuses the training tasks" in out
+    assert main([*args, "--config.tasks.eval_repos=dog/pkg"]) == 2
+    assert "dog/pkg" in capsys.readouterr().err
 
 
 def test_patch_files_reads_renames_and_new_files():

@@ -137,9 +137,12 @@ class TasksConfig:
     """Where tasks come from, which train and which evaluate, and what runs them."""
 
     KEY: ClassVar[str] = "tasks"
-    source: str = "builtin"  # "builtin", a JSONL file of SWE-bench records, or "hf:NAME:SPLIT"
+    # Comma-separated sources, each "builtin", a JSONL file of SWE-bench records (a synthesized
+    # set too), or "hf:NAME:SPLIT"; their tasks together.
+    source: str = "builtin"
     train: str = ""  # comma-separated instance ids; "": every task not held out
     eval: str = ""  # held-out instance ids for evaluation; "": the training tasks
+    eval_repos: str = ""  # comma-separated repositories whose every task is held out
     runtime: str = "docker"  # sandbox runtime: docker (the task's image) or bwrap (local)
     # A finished run (runs/<name>) whose DAPO attempts curate the training tasks, as between
     # the paper's stages: drop those solved in at least 2/3 of attempts and those never solved.

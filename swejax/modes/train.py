@@ -17,11 +17,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(config: Config, options: argparse.Namespace) -> int:
-    from swejax import models, run, tasks
+    from swejax import models, run
 
     builder.require_runtime(config.tasks.runtime)  # before minutes of building
     all_tasks = builder.load_tasks(config)
-    train_tasks, eval_tasks = tasks.select_tasks(all_tasks, config.tasks.train, config.tasks.eval)
+    train_tasks, eval_tasks = builder.split_tasks(config, all_tasks)
     built = builder.build(config)
     ctx = run.open_run(built, train_tasks, eval_tasks)
     logger.info(

@@ -30,9 +30,7 @@ VERIFIED_50 = tuple(
 TASK_SETS = {"verified-50": VERIFIED_50}
 
 
-def load_source(source: str) -> list[Task]:
-    """The tasks of a `tasks.source`: "builtin", "hf:NAME[:SPLIT]" (split "test" by default),
-    or a JSONL file of SWE-bench records."""
+def _load_one(source: str) -> list[Task]:
     if source == "builtin":
         return builtin_tasks()
     if source.startswith("hf:"):
@@ -41,18 +39,59 @@ def load_source(source: str) -> list[Task]:
     return load_jsonl(source)
 
 
-def select_tasks(tasks: Sequence[Task], train_ids: str, eval_ids: str) -> tuple[list, list]:
-    """(training tasks, evaluation tasks) from comma-separated ids: no training ids means every
-    task not held out, and no evaluation ids means the training tasks."""
+def split_list(value: str) -> list[str]:
+    """The items of a comma-separated config value, stripped, empty ones left out."""
+    return [item for item in (x.strip() for x in value.split(",")) if item]
+
+
+def load_source(source: str) -> list[Task]:
+    """The tasks of a `tasks.source`: comma-separated sources, each "builtin", "hf:NAME[:SPLIT]"
+    (split "test" by default) or a JSONL file of SWE-bench records (e.g. a synthesized set), in
+    the order named. An instance id in two sources is an error naming both."""
+    names = split_list(source)
+    if not names:
+        raise TaskError("tasks.source names no source")
+    tasks: list[Task] = []
+    origin: dict[str, str] = {}
+    for name in names:
+        for task in _load_one(name):
+            if task.instance_id in origin:
+                raise TaskError(
+                    f"task {task.instance_id!r} is in two sources: {origin[task.instance_id]} "
+                    f"and {name}"
+                )
+            origin[task.instance_id] = name
+            tasks.append(task)
+    return tasks
+
+
+def select_tasks(
+    tasks: Sequence[Task], train_ids: str, eval_ids: str, eval_repos: str = ""
+) -> tuple[list, list]:
+    """(training tasks, evaluation tasks) from comma-separated ids and repositories.
+
+    Held out: the tasks named by `eval_ids` and every task of a repository in `eval_repos`
+    (a split by repository: no repository is in both sets). Training: the tasks named by
+    `train_ids`, else every task not held out. No held-out tasks means evaluation reuses the
+    training tasks."""
     by_id = {t.instance_id: t for t in tasks}
+    repos = split_list(eval_repos)
+    unknown_repos = sorted(set(repos) - {t.repo for t in tasks})
+    if unknown_repos:
+        raise TaskError(f"tasks.eval_repos names repositories with no task: {unknown_repos[0]}")
 
     def pick(ids: str, what: str) -> list[Task]:
-        names = [n for n in (x.strip() for x in ids.split(",")) if n]
+        names = split_list(ids)
         missing = [n for n in names if n not in by_id]
         if missing:
             raise TaskError(f"tasks.{what} names unknown tasks: {', '.join(missing)}")
         return [by_id[n] for n in names]
 
     held_out = pick(eval_ids, "eval")
-    train = pick(train_ids, "train") or [t for t in tasks if t not in held_out]
+    held_out += [t for t in tasks if t.repo in repos and t not in held_out]
+    named = pick(train_ids, "train")
+    leaked = [t.instance_id for t in named if t.repo in repos]
+    if leaked:
+        raise TaskError(f"tasks.train names a task of a held-out repository: {leaked[0]}")
+    train = named or [t for t in tasks if t not in held_out]
     return train, held_out or train
