@@ -15,7 +15,7 @@ from swejax.env import SandboxError, SandboxLimits, open_sandbox
 from swejax.env.grading import grade
 from swejax.env.sandbox import reap
 from swejax.env.sandbox._docker import LABEL, OWNER_LABEL
-from swejax.env.scaffold import EndReason, ScaffoldConfig, patch_commands
+from swejax.env.scaffold import EndReason, ScaffoldConfig, open_episode, patch_commands
 from swejax.rl import episode_reward
 from swejax.rollout import EpisodeEnv, ScriptedPolicy, run_episode
 from swejax.tasks import builtin_tasks
@@ -184,3 +184,144 @@ def test_validate_tasks_on_docker(tmp_path, capsys):
     assert "2 of 2 tasks valid" in capsys.readouterr().out
     rows = json.loads(report.read_text())["tasks"]
     assert all(r["gold_resolved"] and r["empty_resolved"] is False for r in rows)
+
+
+# A stand-in for SWE-bench's conda at its path: `activate` defines `conda`, whose `activate NAME`
+# exports what conda's does that matters here.
+_FAKE_CONDA = (
+    'conda() { [ "$1" = activate ] && export CONDA_DEFAULT_ENV="$2" '
+    'PATH="/opt/miniconda3/envs/$2/bin:$PATH"; }\n'
+)
+
+
+@pytest.fixture
+def conda_image():
+    from swejax.env.sandbox._docker import _tar
+
+    container = CLIENT.containers.run(ROMAN.docker_image, ["sleep", "infinity"], detach=True)
+    try:
+        container.put_archive(
+            "/", _tar({"opt/miniconda3/bin/activate": (_FAKE_CONDA.encode(), 0o644)})
+        )
+        container.exec_run(["mkdir", "-p", "/opt/miniconda3/envs/testbed/bin"])
+        container.exec_run(
+            ["ln", "-s", "/usr/bin/python3", "/opt/miniconda3/envs/testbed/bin/python"]
+        )
+        image = container.commit(repository="swejax-test/fake-conda", tag="latest")
+    finally:
+        container.remove(force=True)
+    yield "swejax-test/fake-conda:latest"
+    CLIENT.images.remove(image.id, force=True)
+
+
+@pytest.mark.slow
+def test_the_shell_starts_in_the_image_environment(conda_image):
+    from swejax.env.harness import ACTIVATE
+
+    with open_sandbox(None, "docker", image=conda_image, activate=ACTIVATE) as sb:
+        first = sb.run('echo "$CONDA_DEFAULT_ENV"; command -v python; command -v open')
+        assert first.output.split() == [
+            "testbed",
+            "/opt/miniconda3/envs/testbed/bin/python",
+            "/.swejax_tools/bin/open",
+        ]
+        sb.run("cd roman")  # a later command still sees the environment, and its own state
+        assert sb.run('echo "$CONDA_DEFAULT_ENV $PWD"').output.split() == ["testbed", "/repo/roman"]
+    with pytest.raises(SandboxError, match="could not enter the image's environment"):
+        open_sandbox(None, "docker", image=ROMAN.docker_image, activate=ACTIVATE)
+
+
+_CALC = "def add(a, b):\n    return a - b\n\n\ndef sub(a, b):\n    return a - b\n"
+_TESTS = "from calc import add, sub\n\n\ndef test_sub():\n    assert sub(5, 3) == 2\n"
+_FIX = (
+    "diff --git a/calc.py b/calc.py\n--- a/calc.py\n+++ b/calc.py\n@@ -1,5 +1,5 @@\n"
+    " def add(a, b):\n-    return a - b\n+    return a + b\n \n \n def sub(a, b):\n"
+)
+_TEST_PATCH = (
+    "diff --git a/test_calc.py b/test_calc.py\n--- a/test_calc.py\n+++ b/test_calc.py\n"
+    "@@ -3,3 +3,7 @@ from calc import add, sub\n \n def test_sub():\n     assert sub(5, 3) == 2\n"
+    "+\n+\n+def test_add():\n+    assert add(2, 3) == 5\n"
+)
+_PYTEST = '#!/bin/sh\nexec python3 -m pytest -p no:cacheprovider "$@"\n'
+
+
+@pytest.fixture(scope="module")
+def rebench_image():
+    """A SWE-rebench-style image: the repository at /testbed, its base commit checked out with a
+    later commit reachable only from a tag and the reflog, and a (stand-in) testbed conda env."""
+    from swejax.env.sandbox._docker import _tar
+
+    container = CLIENT.containers.run(ROMAN.docker_image, ["sleep", "infinity"], detach=True)
+    files = {
+        "opt/miniconda3/bin/activate": (_FAKE_CONDA.encode(), 0o644),
+        "opt/miniconda3/envs/testbed/bin/pytest": (_PYTEST.encode(), 0o755),
+        "testbed/calc.py": (_CALC.encode(), 0o644),
+        "testbed/test_calc.py": (_TESTS.encode(), 0o644),
+    }
+    git = "git -c user.name=t -c user.email=t@example.com"
+    script = (
+        f"cd /testbed && git init -q && git add -A && {git} commit -qm base && "
+        f"echo later > later.txt && git add later.txt && {git} commit -qm later && "
+        "git tag v9 && git reset -q --hard HEAD~1 && git rev-parse HEAD HEAD@{1}"
+    )
+    try:
+        container.put_archive("/", _tar(files))
+        code, output = container.exec_run(["bash", "-c", script])
+        assert code == 0, output
+        base, later = output.decode().split()
+        image = container.commit(repository="swejax-test/rebench-calc", tag="latest")
+    finally:
+        container.remove(force=True)
+    yield "swejax-test/rebench-calc:latest", base, later
+    CLIENT.images.remove(image.id, force=True)
+
+
+def _rebench_task(image: str, base: str):
+    from swejax.tasks import task_from_record
+
+    record = {
+        "instance_id": "octo__calc-1",
+        "repo": "octo/calc",
+        "base_commit": base,
+        "problem_statement": "add subtracts",
+        "patch": _FIX,
+        "test_patch": _TEST_PATCH,
+        "version": "0.1",
+        "FAIL_TO_PASS": ["test_calc.py::test_add"],
+        "PASS_TO_PASS": ["test_calc.py::test_sub"],
+        "docker_image": image,
+        "install_config": {
+            "python": "3.11",
+            "test_cmd": "pytest -rA",
+            "log_parser": "parse_log_pytest",
+        },
+    }
+    return task_from_record(record, "docker test")
+
+
+@pytest.mark.slow
+def test_a_swe_rebench_task_graded_in_its_image(rebench_image):
+    pytest.importorskip("swebench.harness.grading")
+    image, base, _ = rebench_image
+    task = _rebench_task(image, base)
+    gold = grade(task, task.patch, runtime="docker")
+    assert gold.resolved and not gold.infrastructure_error, gold.log
+    assert gold.outcomes == {"test_calc.py::test_add": "passed", "test_calc.py::test_sub": "passed"}
+    assert ">>>>> Start Test Output" in gold.log and "PASSED test_calc.py::test_add" in gold.log
+    wrong = grade(task, _FIX.replace("a + b", "a * b"), runtime="docker")
+    assert wrong.patch_applied and not wrong.resolved
+    assert wrong.outcomes["test_calc.py::test_add"] == "failed"
+    empty = grade(task, "", runtime="docker")  # the harness's apply commands refuse it
+    assert not empty.patch_applied and not empty.resolved and not empty.infrastructure_error
+
+
+@pytest.mark.slow
+def test_a_swe_rebench_episode_sees_no_future_in_the_image_environment(rebench_image):
+    image, base, later = rebench_image
+    with open_episode(_rebench_task(image, base), runtime="docker") as episode:
+        run = episode.sandbox.run
+        assert run("git rev-list --all; git tag; git reflog").output.split()[:1] == [base]
+        assert run("git rev-list --all | wc -l; git tag | wc -l").output.split() == ["1", "0"]
+        assert run(f"git cat-file -e {later}").exit_code != 0
+        assert run('echo "$CONDA_DEFAULT_ENV $PWD"').output.split() == ["testbed", "/testbed"]
+        assert "/testbed" in episode.first_message

@@ -128,32 +128,8 @@ def test_validate_tasks_mode_reports_each_task(tmp_path, capsys):
     assert not row["valid"] and "no local repository" in row["error"]
 
 
-def _fake_swebench(monkeypatch, parse):
-    import sys
-    import types
-
-    registry = types.ModuleType("swebench.harness.log_parsers")
-    registry.PARSER_REGISTRY = {"parse_log_pytest": parse}
-    spec_module = types.ModuleType("swebench.types")
-    spec_module.TestSpec = lambda **fields: types.SimpleNamespace(**fields)
-    for name in ("swebench", "swebench.harness"):
-        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
-    monkeypatch.setitem(sys.modules, "swebench.harness.log_parsers", registry)
-    monkeypatch.setitem(sys.modules, "swebench.types", spec_module)
-
-
-def _pytest_summary(log, spec):
-    """What swebench's pytest parser reads: `-rA` summary lines."""
-    statuses = {}
-    for line in log.splitlines():
-        words = line.replace(" - ", " ").split()
-        if len(words) > 1 and words[0] in ("PASSED", "FAILED", "ERROR", "SKIPPED", "XFAIL"):
-            statuses[words[1]] = words[0]
-    return statuses
-
-
-def test_swebench_log_parser_grading(monkeypatch):
-    _fake_swebench(monkeypatch, _pytest_summary)
+def test_swebench_log_parser_grading():
+    pytest.importorskip("swebench.harness.log_parsers")
     task = dataclasses.replace(BY_ID["swejax__b_roman_repeat"], log_parser="parse_log_pytest")
     gold = grade(task, task.patch)
     assert gold.resolved and set(gold.outcomes.values()) == {"passed"}, gold.log
@@ -163,25 +139,100 @@ def test_swebench_log_parser_grading(monkeypatch):
     assert "no log parser named 'no_such_parser'" in unknown.infrastructure_error
 
 
-def test_a_log_that_claims_success_while_the_run_failed_is_not_trusted(monkeypatch):
-    _fake_swebench(monkeypatch, lambda log, spec: {"t::a": "PASSED"})
+def test_a_log_that_claims_success_while_the_run_failed_is_not_trusted():
+    pytest.importorskip("swebench.harness.log_parsers")
     from swejax.env.swebench_logs import parse_test_log
 
     task = dataclasses.replace(BY_ID["swejax__b_roman_repeat"], log_parser="parse_log_pytest")
     assert parse_test_log(task, "PASSED t::a", exit_code=0) == {"t::a": "passed"}
     assert parse_test_log(task, "PASSED t::a", exit_code=1) == {}
+    assert parse_test_log(task, "PASSED t::a\nFAILED t::b", exit_code=1) == {
+        "t::a": "passed",
+        "t::b": "failed",
+    }
 
 
 def test_swebench_missing_is_an_infrastructure_error(monkeypatch):
     import sys
 
-    monkeypatch.setitem(sys.modules, "swebench.harness.log_parsers", None)
+    for module in ("swebench.harness.grading", "swebench.harness.log_parsers"):
+        monkeypatch.setitem(sys.modules, module, None)
     task = dataclasses.replace(BY_ID["swejax__b_roman_repeat"], log_parser="parse_log_pytest")
     result = grade(task, task.patch)
     assert not result.resolved and "pip install 'swejax[swebench]'" in result.infrastructure_error
 
 
-def test_real_swebench_pytest_parser_when_installed():
-    pytest.importorskip("swebench.harness.log_parsers")
-    task = dataclasses.replace(BY_ID["swejax__b_roman_repeat"], log_parser="parse_log_pytest")
-    assert grade(task, task.patch).resolved and not grade(task, "").resolved
+# --- protected paths of swejax's own tasks ----------------------------------------------------
+
+
+def _edit_patch(path: str, old_start: int, before: list[str], after: list[str]) -> str:
+    """A one-hunk diff of `path` replacing lines `before` (from line old_start) by `after`."""
+    body = "".join(f"-{line}\n" for line in before) + "".join(f"+{line}\n" for line in after)
+    return (
+        f"diff --git a/{path} b/{path}\n--- a/{path}\n+++ b/{path}\n"
+        f"@@ -{old_start},{len(before)} +{old_start},{len(after)} @@\n{body}"
+    )
+
+
+SETUP_CFG = "[metadata]\nname = calc\n\n[tool:pytest]\naddopts = -q\n\n[flake8]\nmax = 1\n"
+PYPROJECT = (
+    '[project]\nname = "calc"\ndependencies = []\n\n'
+    '[tool.pytest.ini_options]\naddopts = "-q"\n\n[tool.ruff]\nline-length = 90\n'
+)
+
+
+@pytest.fixture
+def own_task(tmp_path):
+    (tmp_path / "pkg" / "tests").mkdir(parents=True)
+    (tmp_path / "setup.cfg").write_text(SETUP_CFG)
+    (tmp_path / "pyproject.toml").write_text(PYPROJECT)
+    return dataclasses.replace(
+        BY_ID["swejax__b_roman_repeat"],
+        repo_dir=str(tmp_path),
+        test_patch=_new_file_patch("pkg/tests/test_new.py", "def test_new():\n    pass\n"),
+        FAIL_TO_PASS=("pkg/tests/test_new.py::test_new",),
+        PASS_TO_PASS=("pkg/tests/test_old.py::TestOld::test_x[1-2]", "plain_name"),
+    )
+
+
+def test_protected_paths_are_the_tests_and_how_they_run(own_task):
+    def dropped(patch):
+        return filter_submission(patch, own_task)[1]
+
+    # The test patch's files, the files of listed tests, pytest's runner files anywhere.
+    for path in ("pkg/tests/test_new.py", "pkg/tests/test_old.py", "deep/conftest.py",
+                 "pytest.ini", ".pytest.ini", "tox.ini", "pkg/sitecustomize.py"):  # fmt: skip
+        assert dropped(_new_file_patch(path, "x = 1\n")) == (path,), path
+    # Not every file under a tests folder, nor every test_* name: fixes sometimes touch them.
+    for path in ("pkg/tests/helpers.py", "pkg/tests/test_other.py", "test_util.py"):
+        assert dropped(_new_file_patch(path, "x = 1\n")) == (), path
+
+
+def test_setup_cfg_and_pyproject_are_protected_only_where_they_configure_pytest(own_task):
+    def dropped(patch):
+        return filter_submission(patch, own_task)[1]
+
+    assert dropped(_edit_patch("setup.cfg", 2, ["name = calc"], ["name = calc2"])) == ()
+    assert dropped(_edit_patch("setup.cfg", 8, ["max = 1"], ["max = 2"])) == ()
+    assert dropped(_edit_patch("setup.cfg", 5, ["addopts = -q"], ["addopts = -p forge"])) == (
+        "setup.cfg",
+    )
+    # A line added at the end of the pytest section belongs to it.
+    assert dropped(_edit_patch("setup.cfg", 5, ["addopts = -q"], ["addopts = -q", "x = 1"])) == (
+        "setup.cfg",
+    )
+    deps = _edit_patch("pyproject.toml", 3, ["dependencies = []"], ['dependencies = ["attrs"]'])
+    assert dropped(deps) == ()
+    assert (
+        dropped(_edit_patch("pyproject.toml", 10, ["line-length = 90"], ["line-length = 9"])) == ()
+    )
+    assert dropped(_edit_patch("pyproject.toml", 6, ['addopts = "-q"'], ['addopts = "-x"'])) == (
+        "pyproject.toml",
+    )
+    # A new pytest table, or a dotted key, anywhere: the changed line names pytest.
+    added = _edit_patch("pyproject.toml", 10, ["line-length = 90"], ["line-length = 90", "",
+                        "[tool.pytest]", 'addopts = ["-p", "forge"]'])  # fmt: skip
+    assert dropped(added) == ("pyproject.toml",)
+    # Without the base file to look at, any change to them is kept out.
+    blind = dataclasses.replace(own_task, repo_dir="")
+    assert filter_submission(deps, blind)[1] == ("pyproject.toml",)

@@ -1,37 +1,29 @@
-"""Grading a submission: resolved iff every FAIL_TO_PASS and PASS_TO_PASS test passes.
+"""Grading a submission.
 
-In a fresh sandbox over the task's repository at its base commit: apply the submitted diff with
-every change to test files and test-runner configuration removed (so a submission cannot edit,
-delete or short-circuit the tests), apply the task's test patch, run the listed tests, and read
-per-test outcomes from pytest's JUnit report. A harness failure (sandbox error, a broken test
-patch) is reported as such and never scored as a wrong answer.
+SWE-bench-family tasks (SWE-bench, its newer records, SWE-rebench) are graded exactly as their
+harness grades them, in their images (swejax.env.harness). swejax's own tasks (built-in and
+synthesized): in a fresh sandbox over the task's repository at its base commit, apply the
+submitted diff less its changes to protected paths (swejax.env._protected: the tests and how
+they run), apply the task's test patch, run the listed tests, and read per-test outcomes from
+pytest's JUnit report; resolved iff every FAIL_TO_PASS and PASS_TO_PASS test passes. A harness
+failure (sandbox error, a broken test patch) is reported as such, never scored as a wrong answer.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
-import re
 import secrets
 import shlex
 
+from swejax.env import harness
+from swejax.env._protected import filter_submission
 from swejax.env._task_sandbox import task_sandbox
 from swejax.env.junit import parse_junit
 from swejax.env.sandbox import SandboxError, SandboxLimits
 from swejax.env.swebench_logs import LogParserUnavailable, parse_test_log
 from swejax.tasks import Task
 
-# Files through which a submission could change how tests run or what they report.
-_RUNNER_FILES = {
-    "conftest.py",
-    "pytest.ini",
-    "tox.ini",
-    "setup.cfg",
-    "pyproject.toml",
-    "sitecustomize.py",
-    "usercustomize.py",
-}
-_SECTION = re.compile(r"^diff --git a/(\S+) b/(\S+)$", re.MULTILINE)
+__all__ = ["GradeResult", "eval_script", "filter_submission", "grade"]
 _GRADING_LIMITS = SandboxLimits(timeout_seconds=600, output_bytes=20 * 2**20)
 
 
@@ -45,48 +37,21 @@ class GradeResult:
     log: str = ""  # the test run's output, for debugging
 
 
-def split_patch(patch: str) -> list[tuple[str, str, str]]:
-    """(old path, new path, section text) for each file of a unified git diff."""
-    matches = list(_SECTION.finditer(patch))
-    sections = []
-    for k, match in enumerate(matches):
-        end = matches[k + 1].start() if k + 1 < len(matches) else len(patch)
-        sections.append((match.group(1), match.group(2), patch[match.start() : end]))
-    return sections
-
-
-def _is_protected(path: str, test_files: set[str]) -> bool:
-    name = os.path.basename(path)
-    parts = path.split("/")
-    return (
-        path in test_files
-        or name in _RUNNER_FILES
-        or "tests" in parts[:-1]
-        or name.startswith("test_")
-        or name.endswith("_test.py")
-    )
-
-
-def filter_submission(patch: str, task: Task) -> tuple[str, tuple[str, ...]]:
-    """The submission without changes to tests or test-runner files, and what was dropped."""
-    protected = set(task.test_files)
-    kept, dropped = [], []
-    for old, new, text in split_patch(patch):
-        if _is_protected(old, protected) or _is_protected(new, protected):
-            dropped.append(new)
-        else:
-            kept.append(text if text.endswith("\n") else text + "\n")
-    return "".join(kept), tuple(dropped)
-
-
 def _apply(sandbox, patch: str, name: str) -> tuple[bool, str]:
     sandbox.write_file(name, patch)
     result = sandbox.run(f"git apply --whitespace=nowarn {name}; s=$?; rm -f {name}; exit $s")
     return result.exit_code == 0, result.output
 
 
-def grade(task: Task, submission: str, runtime: str = "bwrap", timeout: float = 600) -> GradeResult:
-    """Grade `submission` (a git diff of the repository) against `task`'s tests."""
+def grade(
+    task: Task, submission: str, runtime: str = "bwrap", timeout: float | None = None
+) -> GradeResult:
+    """Grade `submission` (a git diff of the repository) against `task`'s tests; `timeout`
+    bounds the test run (default: the harness's 1800 s for the SWE-bench family, else 600 s)."""
+    if harness.in_swebench_family(task):
+        if runtime != "docker":
+            raise harness.HarnessError(_NEEDS_DOCKER.format(task.instance_id))
+        return harness.grade_in_image(task, submission, timeout)
     kept, dropped = filter_submission(submission, task)
     tests = [*task.FAIL_TO_PASS, *task.PASS_TO_PASS]
     try:
@@ -105,19 +70,56 @@ def grade(task: Task, submission: str, runtime: str = "bwrap", timeout: float = 
             ok, output = _apply(sandbox, task.test_patch, ".swejax_test.patch")
             if not ok:
                 return _infrastructure(tests, dropped, f"the test patch does not apply: {output}")
-            return _run_tests(sandbox, task, tests, dropped, timeout)
+            return _run_tests(sandbox, task, tests, dropped, timeout or 600)
     except SandboxError as error:
         return _infrastructure(tests, dropped, str(error))
+
+
+_NEEDS_DOCKER = (
+    "task {} is graded by the SWE-bench harness in its docker image; the bwrap runtime cannot "
+    "run it: use tasks.runtime=docker"
+)
+
+
+def eval_script(task: Task) -> str:
+    """The script grading runs for `task`: for the SWE-bench family exactly the harness's
+    /eval.sh; for swejax's own tasks the same steps as `grade` after the submission is applied
+    (start the runner, apply the test patch, run the listed tests with a JUnit report)."""
+    if harness.in_swebench_family(task):
+        return harness.eval_script(task)
+    tests = [*task.FAIL_TO_PASS, *task.PASS_TO_PASS]
+    delimiter = "EOF_SWEJAX_TEST_PATCH"
+    return "\n".join(
+        [
+            "#!/bin/bash",
+            "set -uo pipefail",
+            f"cd {task.workdir}",
+            f"{task.test_command} --version || exit 3",
+            f"git apply --whitespace=nowarn - <<'{delimiter}' || exit 3",
+            task.test_patch.rstrip("\n"),
+            delimiter,
+            _test_command(task, tests, "/tmp/swejax-report.xml", "===swejax-exit==="),
+            "",
+        ]
+    )
+
+
+def _test_command(task: Task, tests: list[str], report: str, marker: str) -> str:
+    """The test run: with a log parser, the log behind the exit status; else JUnit's report
+    between two markers, then the log."""
+    names = " ".join(shlex.quote(t) for t in tests)
+    if task.log_parser:
+        return f"{task.test_command} {names} > /tmp/log 2>&1; echo {marker}$?; cat /tmp/log"
+    return (
+        f"{task.test_command} --junitxml={report} {names} > /tmp/log 2>&1;"
+        f" echo {marker}; cat {report} 2>/dev/null; echo {marker}; cat /tmp/log"
+    )
 
 
 def _run_tests_parsed(sandbox, task: Task, tests: list[str], dropped, timeout: float):
     """Run the tests and read the log with the swebench parser the task names."""
     marker = f"===swejax-exit-{secrets.token_hex(8)}==="
-    command = (
-        f"{task.test_command} {' '.join(shlex.quote(t) for t in tests)} > /tmp/log 2>&1;"
-        f" echo {marker}$?; cat /tmp/log"
-    )
-    result = sandbox.run(command, timeout=timeout)
+    result = sandbox.run(_test_command(task, tests, "", marker), timeout=timeout)
     _, _, log = result.output.partition(marker)
     status, _, log = log.partition("\n")
     if result.timed_out or not status.strip().isdigit():
@@ -137,11 +139,7 @@ def _run_tests(sandbox, task: Task, tests: list[str], dropped, timeout: float) -
     # The report goes to a name the code under test cannot guess, read back in the same command.
     report = f"/tmp/report-{secrets.token_hex(8)}.xml"
     marker = f"===swejax-report-{secrets.token_hex(8)}==="
-    command = (
-        f"{task.test_command} --junitxml={report} {' '.join(shlex.quote(t) for t in tests)}"
-        f" > /tmp/log 2>&1; echo {marker}; cat {report} 2>/dev/null; echo {marker}; cat /tmp/log"
-    )
-    result = sandbox.run(command, timeout=timeout)
+    result = sandbox.run(_test_command(task, tests, report, marker), timeout=timeout)
     parts = result.output.split(marker + "\n")
     if result.timed_out or len(parts) < 3 or not parts[1].strip():
         # No report: the tests hung or crashed the runner. The submission's fault, not ours.

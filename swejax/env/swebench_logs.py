@@ -1,8 +1,9 @@
-"""Per-test outcomes from a test log, by the `swebench` package's parsers (an optional extra:
-`pip install 'swejax[swebench]'`), for SWE-bench-family tasks whose records name a `log_parser`.
+"""Per-test outcomes from a test log, by the `swebench` package's parsers (the extra
+`pip install 'swejax[swebench]'`, swebench 4.1.0), for swejax's own tasks whose records name a
+`log_parser`. (SWE-bench-family tasks are read by their harness: swejax.env.harness.)
 
-Parsers read what the test runner printed, and a submission can print too; so, as the SWE-bench
-harness does, a run whose command failed while its log reports no failure is not trusted.
+Parsers read what the test runner printed, and a submission can print too; so a run whose
+command failed while its log reports no failure is not trusted.
 """
 
 from __future__ import annotations
@@ -23,38 +24,44 @@ class LogParserUnavailable(RuntimeError):
     """The swebench package, or the parser a task names, is not available."""
 
 
-def _parser(name: str):
+def outcome_of(status: str | None) -> str:
+    """A swebench status (None: the log does not mention the test) as a grading outcome."""
+    return "missing" if status is None else _OUTCOMES.get(status, "error")
+
+
+def _parser(task: Task):
+    from swejax.env.harness import HarnessError, parser_named
+
     try:
-        from swebench.harness.log_parsers import PARSER_REGISTRY
-    except ImportError as error:
-        raise LogParserUnavailable(
-            f"the task's log parser {name!r} needs the swebench package: "
-            "pip install 'swejax[swebench]'"
-        ) from error
-    if name not in PARSER_REGISTRY:
-        raise LogParserUnavailable(f"swebench has no log parser named {name!r}")
-    return PARSER_REGISTRY[name]
+        return parser_named(task, task.log_parser)
+    except HarnessError as error:
+        raise LogParserUnavailable(str(error)) from error
 
 
 def _test_spec(task: Task):
-    from swebench.types import TestSpec
+    """What swebench's parsers are handed besides the log (a few read its instance_id)."""
+    from swebench.harness.test_spec.test_spec import TestSpec
 
     return TestSpec(
         instance_id=task.instance_id,
-        image=task.docker_image,
-        eval_script_list=[],
         repo=task.repo,
         version=task.version,
+        repo_script_list=[],
+        eval_script_list=[],
+        env_script_list=[],
+        arch="x86_64",
         FAIL_TO_PASS=list(task.FAIL_TO_PASS),
         PASS_TO_PASS=list(task.PASS_TO_PASS),
-        log_parser=task.log_parser,
+        language="py",
+        docker_specs={},
+        namespace=None,
     )
 
 
 def parse_test_log(task: Task, log: str, exit_code: int) -> dict[str, str]:
     """Outcome of every test the log mentions; {} when the log cannot be trusted."""
-    statuses = _parser(task.log_parser)(log, _test_spec(task))
-    outcomes = {test: _OUTCOMES.get(status, "error") for test, status in statuses.items()}
+    statuses = _parser(task)(log, _test_spec(task))
+    outcomes = {test: outcome_of(status) for test, status in statuses.items()}
     if exit_code != 0 and not any(o in ("failed", "error") for o in outcomes.values()):
         return {}
     return outcomes

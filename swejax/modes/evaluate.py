@@ -34,6 +34,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--predictions", default="", help="SWE-bench predictions JSONL (first run per task)"
     )
     parser.add_argument("--report", default="", help="write the metrics as JSON here")
+    parser.add_argument(
+        "--write-eval-scripts",
+        default="",
+        metavar="DIR",
+        help="write each chosen task's grading script (for SWE-bench-family tasks the "
+        "harness's /eval.sh) as DIR/<instance_id>.sh and exit, without building a model",
+    )
     parser.epilog = (
         "Without --set or --only, the tasks are the config's evaluation tasks (tasks.eval, "
         "else the training tasks)."
@@ -58,11 +65,26 @@ def _chosen_tasks(config: Config, options: argparse.Namespace) -> list:
     return [by_id[i] for i in dict.fromkeys(wanted)]
 
 
+def _write_eval_scripts(tasks: list, folder: str) -> int:
+    """The scripts grading would run, one file per task; nothing else is built or run."""
+    from swejax.env.grading import eval_script
+
+    scripts = {task.instance_id: eval_script(task) for task in tasks}  # all, before writing
+    os.makedirs(folder, exist_ok=True)
+    for instance_id, script in scripts.items():
+        with open(os.path.join(folder, f"{instance_id}.sh"), "w", encoding="utf-8") as f:
+            f.write(script)
+    print(f"wrote {len(scripts)} eval scripts to {folder}")
+    return 0
+
+
 def run(config: Config, options: argparse.Namespace) -> int:
     from swejax import distributed
     from swejax import run as runs
 
     tasks = _chosen_tasks(config, options)
+    if options.write_eval_scripts:
+        return _write_eval_scripts(tasks, options.write_eval_scripts)
     builder.require_runtime(config.tasks.runtime)
     k = options.runs or config.eval.runs
     temperature = config.eval.temperature if options.temperature is None else options.temperature

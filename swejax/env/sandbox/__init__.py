@@ -22,20 +22,26 @@ def open_sandbox(
     limits: SandboxLimits | None = None,
     image: str | None = None,
     workdir: str = WORKDIR,
+    activate: str = "",
 ) -> BwrapSandbox | DockerSandbox:
     """A sandbox (use it as a context manager).
 
     bwrap: a private copy of `repo_dir` at /repo. docker: a container of `image`, with
-    `repo_dir` (if given) copied to `workdir`; without it, the image's own `workdir` is used.
+    `repo_dir` (if given) copied to `workdir`; without it, the image's own `workdir` is used;
+    `activate` (docker only) runs once at start and its exports persist for every command.
     """
     if runtime == "bwrap":
         if repo_dir is None:
             raise SandboxError("the bwrap runtime needs a repository directory")
+        if activate:
+            raise SandboxError(
+                "the bwrap runtime runs the host's system; it has nothing to activate"
+            )
         return BwrapSandbox(repo_dir, limits)
     if runtime == "docker":
         if not image:
             raise SandboxError("the docker runtime needs an image")
-        return DockerSandbox(image, repo_dir, limits, workdir)
+        return DockerSandbox(image, repo_dir, limits, workdir, activate=activate)
     raise SandboxError(f"unknown sandbox runtime {runtime!r}; choose one of {RUNTIMES}")
 
 

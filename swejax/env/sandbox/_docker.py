@@ -5,6 +5,11 @@ limits, kept alive by `sleep` and driven by `docker exec`. Each command runs und
 `timeout`, which kills the command's whole process group; the shell's directory and exports
 persist through the same state files as the bubblewrap runtime; the editor tools are copied in.
 
+A sandbox can start in the image's own environment (`activate`: SWE-bench images' conda env):
+the activation runs once, and what it exports persists through the state files like any export.
+Grading in a harness's image keeps the image's environment whole (`image_environment`), runs as
+the harness's user, and may have a network, as the harness's containers do.
+
 Containers carry the label `swejax.sandbox` and their owner (host and process id). They are
 removed on close, at interpreter exit, and, for a caller that crashed, by `reap()` at the next
 start-up, which removes every labelled container whose owner process is gone.
@@ -114,12 +119,18 @@ class DockerSandbox:
         repo_dir: str | None = None,
         limits: SandboxLimits | None = None,
         workdir: str = "/repo",
+        *,
+        activate: str = "",
+        image_environment: bool = False,
+        user: str = "",
+        network: bool = False,
     ):
         global _reaped
         import docker
 
         self.limits = limits or SandboxLimits()
         self.workdir = workdir
+        self.user = user
         self.repo = None  # no host copy: files go in and out through the engine
         self._client = _client()
         if not _reaped:
@@ -129,19 +140,22 @@ class DockerSandbox:
             self._client.images.get(image)
         except docker.errors.ImageNotFound:
             raise SandboxError(
-                f"docker image {image!r} is not present; build it (tools/build_images.py for the "
-                "built-in tasks) or load it with docker load"
+                f"docker image {image!r} is not present; pull it (docker pull {image}), build it "
+                "(tools/build_images.py for the built-in tasks) or load it with docker load"
             ) from None
         if repo_dir is not None and not os.path.isdir(repo_dir):
             raise SandboxError(f"repository directory {repo_dir!r} does not exist")
         limits = self.limits
+        environment = {"SWEJAX_STATE": STATE_DIR, "SWEJAX_WORKDIR": workdir}
+        if not image_environment:
+            environment.update(PATH=SANDBOX_PATH, HOME="/tmp", LANG="C.UTF-8", TERM="dumb")
         try:
             self._container = self._client.containers.run(
                 image,
                 command=["sleep", "infinity"],
                 detach=True,
                 labels={LABEL: "1", OWNER_LABEL: _owner()},
-                network_mode="none",
+                network_mode=None if network else "none",
                 mem_limit=limits.memory_bytes,
                 memswap_limit=limits.memory_bytes,
                 pids_limit=limits.max_processes,
@@ -154,14 +168,7 @@ class DockerSandbox:
                         name="cpu", soft=limits.cpu_seconds, hard=limits.cpu_seconds
                     ),
                 ],
-                environment={
-                    "PATH": SANDBOX_PATH,
-                    "SWEJAX_STATE": STATE_DIR,
-                    "SWEJAX_WORKDIR": workdir,
-                    "HOME": "/tmp",
-                    "LANG": "C.UTF-8",
-                    "TERM": "dumb",
-                },
+                environment=environment,
                 working_dir="/",
                 hostname="sandbox",
                 init=True,
@@ -175,16 +182,29 @@ class DockerSandbox:
             self._container.put_archive(TOOLS_DIR, _tar(tool_files()))
             if repo_dir is not None:
                 self._container.put_archive(workdir, _tar_directory(repo_dir))
+            if activate:
+                self._activate(activate)
         except Exception:
             self.close()
             raise
+
+    def _activate(self, command: str) -> None:
+        """Run `command` once; the wrapper saves what it exports for every later command."""
+        result = self.run(command, timeout=120)
+        if result.exit_code != 0:
+            raise SandboxError(
+                f"could not enter the image's environment ({command!r}, exit "
+                f"{result.exit_code}): {result.output[-500:]}"
+            )
 
     # --- commands -------------------------------------------------------------------------
 
     def _exec(self, argv: list[str], timeout: float) -> tuple[bytes, int, bool]:
         """Run argv; read at most the output cap; (output, dropped bytes, exit code)."""
         api = self._client.api
-        exec_id = api.exec_create(self._container.id, argv, stdout=True, stderr=True)["Id"]
+        exec_id = api.exec_create(
+            self._container.id, argv, stdout=True, stderr=True, user=self.user
+        )["Id"]
         stream = api.exec_start(exec_id, stream=True, demux=False)
         cap = self.limits.output_bytes
         kept, dropped = bytearray(), [0]

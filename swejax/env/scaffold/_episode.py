@@ -91,7 +91,7 @@ class Episode:
             "instance",
             prompts,
             repo=task.repo,
-            workdir=task.workdir if sandbox.repo is None else "/repo",
+            workdir=getattr(sandbox, "workdir", task.workdir) if sandbox.repo is None else "/repo",
             problem_statement=task.problem_statement.strip(),
         )
 
@@ -185,6 +185,41 @@ class Episode:
             self.end_reason, self.error = EndReason.SANDBOX_ERROR, str(error)
 
 
+# The agent cannot see the future (SWE-bench's history leak): in the repository, every remote,
+# tag, stash and branch but the checked-out one goes, with the reflogs and pseudo-refs, and
+# commits no longer reachable are pruned from the object store. The pruning repacks only when
+# the store holds commits that HEAD does not reach, so a clean repository costs a few git calls.
+HIDE_FUTURE = r"""(
+git rev-parse -q --verify HEAD > /dev/null 2>&1 || exit 0
+set -e
+branch=$(git symbolic-ref -q HEAD || true)
+for remote in $(git remote); do git remote remove "$remote"; done
+git for-each-ref --format='%(refname)' | while read -r ref; do
+  [ "$ref" = "$branch" ] || git update-ref -d "$ref"
+done
+dir=$(git rev-parse --git-dir)
+rm -f "$dir/ORIG_HEAD" "$dir/FETCH_HEAD" "$dir/MERGE_HEAD" "$dir/CHERRY_PICK_HEAD" \
+  "$dir/REVERT_HEAD" "$dir/info/refs" "$dir/packed-refs.lock"
+git reflog expire --expire=now --all
+stored=$(git cat-file --batch-all-objects --batch-check='%(objecttype)' |
+  grep -c '^commit$' || true)
+if [ "$stored" != "$(git rev-list --count HEAD)" ]; then
+  git repack -a -d -q
+  git prune --expire=now
+fi
+)"""
+
+
+def hide_future(sandbox: Sandbox, task: Task) -> None:
+    """Remove from the sandbox's repository everything past the checked-out commit."""
+    result = sandbox.run(HIDE_FUTURE, timeout=600)
+    if result.exit_code != 0:
+        raise SandboxError(
+            f"task {task.instance_id}: could not remove the repository's later history "
+            f"(exit {result.exit_code}): {result.output[-500:]}"
+        )
+
+
 @contextlib.contextmanager
 def open_episode(
     task: Task,
@@ -192,7 +227,8 @@ def open_episode(
     config: ScaffoldConfig | None = None,
     limits: SandboxLimits | None = None,
 ) -> Iterator[Episode]:
-    """An episode on a fresh sandbox over the task's repository, closed on every way out."""
+    """An episode on a fresh sandbox over the task's repository, its later history removed,
+    closed on every way out."""
     config = config or ScaffoldConfig()
     with task_sandbox(task, runtime, limits) as sandbox:
         setup = [f"export SWEJAX_WINDOW={config.window}", *task.setup_commands]
@@ -203,4 +239,5 @@ def open_episode(
                     f"task {task.instance_id}: setup command {command!r} failed "
                     f"(exit {result.exit_code}): {result.output[-500:]}"
                 )
+        hide_future(sandbox, task)
         yield Episode(task, sandbox, config)
