@@ -234,3 +234,19 @@ def test_junit_report_maps_to_pytest_node_ids(tmp_path):
         "tests/test_demo.py::test_param[1]": "passed",
         "tests/test_demo.py::test_param[2]": "failed",
     }
+
+
+def test_materialize_takes_a_folder_that_is_already_a_clean_git_checkout(tmp_path):
+    import dataclasses
+
+    source = tmp_path / "checkout"
+    source.mkdir()
+    (source / "mod.py").write_text("x = 1\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "first"]):
+        subprocess.run(git + args, cwd=source, check=True, capture_output=True)
+    task = dataclasses.replace(builtin_tasks()[0], repo_dir=str(source))
+    repo = materialize(task, str(tmp_path / "copy"))
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=repo, capture_output=True)
+    assert status.returncode == 0 and status.stdout == b""
+    assert (tmp_path / "copy" / "mod.py").read_text() == "x = 1\n"

@@ -54,11 +54,16 @@ def builtin_tasks() -> list[Task]:
 
 
 def materialize(task: Task, destination: str) -> str:
-    """Copy a task's repository to `destination` as a git repository at its base commit."""
+    """Copy a task's repository to `destination` as a git repository at its base commit (a
+    folder that is already a clean git checkout gets an empty commit on top)."""
     if not task.repo_dir:
         raise TaskError(f"task {task.instance_id} has no local repository (it runs in its image)")
     shutil.copytree(task.repo_dir, destination, ignore=shutil.ignore_patterns("__pycache__"))
     git = ["git", "-c", "user.name=swejax", "-c", "user.email=swejax@localhost"]
-    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", BASE_COMMIT]):
+    for args in (
+        ["init", "-q"],
+        ["add", "-A"],
+        ["commit", "-q", "--allow-empty", "-m", BASE_COMMIT],
+    ):
         subprocess.run(git + args, cwd=destination, check=True, capture_output=True)
     return destination
