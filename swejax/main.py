@@ -31,6 +31,7 @@ _MODES: dict[str, str] = {
     "eval": "evaluate",
     "validate-tasks": "validate",
     "tasks": "tasks",
+    "synthesize": "synthesize",
 }
 _CONFIG_FLAGS_HELP = """\
 config:

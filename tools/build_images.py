@@ -1,8 +1,10 @@
-"""Build the docker images of the built-in tasks, with no image registry.
+"""Build the docker images of the built-in tasks (or of a synthesized set), with no registry.
 
     python tools/build_images.py                 # base image, then one image per built-in task
     python tools/build_images.py --base-only
     python tools/build_images.py --only swejax__b_roman_repeat,swejax__a_duration_days
+    python tools/build_images.py --tasks tasks.jsonl   # a synthesized set (python -m swejax.main
+                                                       # synthesize): one image per repo_dir
 
 The base image (`swejax/base:bookworm`) is a Debian root filesystem made by debootstrap (minbase,
 plus Python 3, pytest and git) and loaded with `docker import`. A task image
@@ -27,7 +29,7 @@ import time
 
 import docker
 
-from swejax.tasks import builtin_tasks, materialize
+from swejax.tasks import TaskError, builtin_tasks, load_jsonl, materialize
 
 BASE_IMAGE = "swejax/base:bookworm"
 PACKAGES = "python3,python3-pytest,git,ca-certificates,procps"
@@ -75,14 +77,37 @@ def build_task(client, task) -> str:
     return task_image(task.instance_id)
 
 
+def tasks_to_build(tasks_file: str, only: str) -> list:
+    """The tasks whose images to build: the built-in ones, or those of a JSONL file that carry
+    their repository (`repo_dir`; records that name their own image are not built here),
+    narrowed to `only` (comma-separated ids). A TaskError names what is wrong."""
+    tasks = load_jsonl(tasks_file) if tasks_file else builtin_tasks()
+    tasks = [t for t in tasks if t.repo_dir]
+    if tasks_file and not tasks:
+        raise TaskError(f"{tasks_file} has no task with a repo_dir to build an image from")
+    wanted = set(filter(None, only.split(",")))
+    missing = wanted - {t.instance_id for t in tasks}
+    if missing:
+        raise TaskError(f"unknown task ids {sorted(missing)}")
+    return [t for t in tasks if not wanted or t.instance_id in wanted]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base-only", action="store_true")
     parser.add_argument("--rebuild-base", action="store_true", help="even if it exists")
     parser.add_argument("--only", default="", help="comma-separated instance ids")
+    parser.add_argument(
+        "--tasks", default="", metavar="FILE", help="a JSONL of tasks with repo_dir (synthesize)"
+    )
     parser.add_argument("--mirror", default="http://deb.debian.org/debian")
     parser.add_argument("--suite", default="bookworm")
     args = parser.parse_args(argv)
+    try:
+        tasks = [] if args.base_only else tasks_to_build(args.tasks, args.only)
+    except TaskError as error:
+        print(f"build_images: error: {error}", file=sys.stderr)
+        return 2
 
     try:
         client = docker.from_env()
@@ -94,15 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     have_base = bool(client.images.list(name=BASE_IMAGE))
     if args.rebuild_base or not have_base:
         report["base_seconds"] = build_base(client, args.mirror, args.suite)
-    if not args.base_only:
-        wanted = set(filter(None, args.only.split(",")))
-        tasks = [t for t in builtin_tasks() if not wanted or t.instance_id in wanted]
-        missing = wanted - {t.instance_id for t in tasks}
-        if missing:
-            print(f"build_images: error: unknown task ids {sorted(missing)}", file=sys.stderr)
-            return 2
-        for task in tasks:
-            report["tasks"].append(build_task(client, task))
+    for task in tasks:
+        report["tasks"].append(build_task(client, task))
     json.dump(report, sys.stdout, indent=2)
     print()
     return 0

@@ -67,9 +67,11 @@ def grade(
                 applied, _ = _apply(sandbox, kept, ".swejax_submission.patch")
             if not applied:
                 return GradeResult(False, dict.fromkeys(tests, "missing"), False, dropped)
-            ok, output = _apply(sandbox, task.test_patch, ".swejax_test.patch")
-            if not ok:
-                return _infrastructure(tests, dropped, f"the test patch does not apply: {output}")
+            if task.test_patch.strip():  # synthesized tasks keep the package's tests as they are
+                ok, output = _apply(sandbox, task.test_patch, ".swejax_test.patch")
+                if not ok:
+                    message = f"the test patch does not apply: {output}"
+                    return _infrastructure(tests, dropped, message)
             return _run_tests(sandbox, task, tests, dropped, timeout or 600)
     except SandboxError as error:
         return _infrastructure(tests, dropped, str(error))
@@ -89,15 +91,18 @@ def eval_script(task: Task) -> str:
         return harness.eval_script(task)
     tests = [*task.FAIL_TO_PASS, *task.PASS_TO_PASS]
     delimiter = "EOF_SWEJAX_TEST_PATCH"
+    apply_test_patch = [
+        f"git apply --whitespace=nowarn - <<'{delimiter}' || exit 3",
+        task.test_patch.rstrip("\n"),
+        delimiter,
+    ]
     return "\n".join(
         [
             "#!/bin/bash",
             "set -uo pipefail",
             f"cd {task.workdir}",
             f"{task.test_command} --version || exit 3",
-            f"git apply --whitespace=nowarn - <<'{delimiter}' || exit 3",
-            task.test_patch.rstrip("\n"),
-            delimiter,
+            *(apply_test_patch if task.test_patch.strip() else []),
             _test_command(task, tests, "/tmp/swejax-report.xml", "===swejax-exit==="),
             "",
         ]
