@@ -13,6 +13,7 @@ import json
 
 from swejax import builder
 from swejax.config import Config
+from swejax.tasks import split_list
 
 SUMMARY = "list the training and evaluation tasks the config chooses"
 
@@ -27,7 +28,9 @@ def _repos(tasks: list) -> dict[str, int]:
 
 def run(config: Config, options: argparse.Namespace) -> int:
     train, held_out = builder.split_tasks(config, builder.load_tasks(config))
-    reused = held_out is train  # no held-out tasks: evaluation reuses the training tasks
+    chosen = config.tasks
+    # Nothing held out: evaluation reuses the training tasks (select_tasks' rule).
+    reused = not (split_list(chosen.eval) or split_list(chosen.eval_repos))
     if options.json:
         split = {
             "source": config.tasks.source,

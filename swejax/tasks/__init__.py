@@ -2,7 +2,7 @@
 repositories to run them on."""
 
 from swejax.tasks._builtin import BUILTIN_DIR, builtin_tasks, load_builtin_task, materialize
-from swejax.tasks._sets import TASK_SETS, VERIFIED_50, load_source, select_tasks
+from swejax.tasks._sets import TASK_SETS, VERIFIED_50, load_source, select_tasks, split_list
 from swejax.tasks._task import (
     Task,
     TaskError,
@@ -26,5 +26,6 @@ __all__ = [
     "materialize",
     "patch_files",
     "select_tasks",
+    "split_list",
     "task_from_record",
 ]

@@ -150,7 +150,7 @@ def log_parser(task: Task):
         name = install_config(task).get("log_parser", "")
         return parser_named(task, name or "parse_log_pytest")
     if kind is Harness.SWEBENCH_SCRIPT or (kind is Harness.SWEJAX and task.log_parser):
-        return parser_named(task, task.record.get("log_parser") or task.log_parser)
+        return parser_named(task, task.log_parser)
     parsers = swebench(task).log_parsers.MAP_REPO_TO_PARSER
     if task.repo not in parsers:
         raise HarnessError(f"task {task.instance_id}: swebench has no log parser for {task.repo}")
