@@ -172,13 +172,20 @@ def episode_env(config: Config, runtime: str | None = None):
 # --- sampling ------------------------------------------------------------------------------
 
 
-def build_engine(built: Built, temperature: float, top_k: int = 0, top_p: float = 1.0, seed=0):
+def build_engine(
+    built: Built,
+    temperature: float,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    repetition_penalty: float = 1.0,
+    seed=0,
+):
     """An engine over the model's own weights, compiled for every page bucket."""
     from swejax.sampling import Engine, SamplingParams
     from swejax.tokenizer import im_end_id
 
     sampling = from_user_input(
-        "bad decoding options", SamplingParams, temperature=temperature, top_k=top_k, top_p=top_p
+        "bad decoding options", SamplingParams, temperature, top_k, top_p, repetition_penalty
     )
     engine_config = dataclasses.replace(
         built.config.engine, stop_tokens=(im_end_id(built.tokenizer),)

@@ -32,6 +32,7 @@ _MODES: dict[str, str] = {
     "validate-tasks": "validate",
     "tasks": "tasks",
     "synthesize": "synthesize",
+    "show": "show",
 }
 _CONFIG_FLAGS_HELP = """\
 config:

@@ -312,7 +312,7 @@ def reference(tmp_path_factory):
     assert "eval initial" in first.stdout and "rft            trained on 2 of 2" in first.stdout
     assert "iteration 0" in first.stdout and "eval it 1" in first.stdout
     run = root / "tiny"
-    assert (run / "plots" / "pass_at_k.png").exists()
+    assert (run / "plots" / "training.png").exists() and (run / "report.html").exists()
     rows = _metrics(run)
     assert [r["kind"] for r in rows] == ["eval", "rft", "eval", "dapo", "eval"]
     assert rows[3]["optimizer_steps"] > 1, "the DAPO iteration must train, in several steps"

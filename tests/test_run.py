@@ -120,8 +120,9 @@ def test_a_run_crashed_mid_iteration_resumes_without_loss_or_repeat(tmp_path, mo
     (evaluation,) = [r for r in _rows(run, "eval") if r["stage"] == "dapo"]
     assert {"pass@1", "pass@1_stderr", "pass@2", "runs"} <= set(evaluation)
     assert runs.row_from_dict(evaluation) == _kinds(metrics, "eval")[-1]
-    assert os.path.exists(os.path.join(run, "plots", "pass_at_k.png"))
-    assert os.path.exists(os.path.join(run, "plots", "submits_and_turns.png"))
+    assert os.path.exists(os.path.join(run, "plots", "training.png"))
+    assert os.path.exists(os.path.join(run, "plots", "diagnostics.png"))
+    assert "Pass@1 ± stderr" in _read(os.path.join(run, "report.html"))
     # Everything done: running again does nothing new.
     again = train(_run(_config(tmp_path, iterations=2)))
     assert again == metrics
@@ -179,6 +180,16 @@ def test_eval_mode_scores_a_run_and_writes_predictions(tmp_path, capsys):
     (row,) = [json.loads(line) for line in predictions.read_text().splitlines()]
     assert row["instance_id"] == TASK and "model_patch" in row and "model_name_or_path" in row
     assert json.loads(report.read_text())["runs"] == 2
+    # Every episode, its report, config and log in the eval folder (no --run: the config's).
+    out_folder = tmp_path / "tiny" / "eval"
+    episodes = [json.loads(line) for line in (out_folder / "trajectories.jsonl").open()]
+    assert [(e["task_id"], e["group"]) for e in episodes] == [(TASK, 0), (TASK, 1)]
+    assert json.loads((out_folder / "report.json").read_text()) == json.loads(report.read_text())
+    assert json.loads((out_folder / "config.json").read_text())["name"] == "tiny"
+    log = (out_folder / "process_0.log").read_text()
+    assert "swejax.progress INFO eval: 0/2 episodes" in log
+    assert "swejax.progress INFO eval: 2/2 episodes in " in log and "tokens/s" in log
+    assert f"show {out_folder / 'trajectories.jsonl'}" in out
     assert main(["eval", "--set=verified-50", *config]) == 2  # not among the built-in tasks
     assert "50 task ids are not in the task source" in capsys.readouterr().err
     assert main(["eval", f"--only={TASK}", f"--run={tmp_path}/none", *config]) == 2

@@ -8,6 +8,8 @@
 #                                    # compiler, and a Docker engine with the task images
 #     SWEJAX_NO_DOCKER=1 bash tools/setup.sh        # no Docker engine (the docker tests skip)
 #     SWEJAX_NO_TPU_COMPILER=1 bash tools/setup.sh  # no libtpu (the TPU compile tests skip)
+#     SWEJAX_NO_CHROMIUM=1 bash tools/setup.sh      # no headless browser (the report's browser
+#                                                   # tests skip)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
@@ -21,9 +23,16 @@ esac
 
 packages=(bubblewrap git python3-pytest python3-venv)
 [[ -z "$main_only" && -z "${SWEJAX_NO_DOCKER:-}" ]] && packages+=(docker.io debootstrap)
-if ! dpkg -s "${packages[@]}" > /dev/null 2>&1; then
+# Chromium renders report.html headless in tests/test_report.py. Without its recommends (a
+# desktop's GL drivers, printing, power and notification daemons): a headless page needs none.
+browser=()
+[[ -z "$main_only" && -z "${SWEJAX_NO_CHROMIUM:-}" ]] && browser+=(chromium)
+if ! dpkg -s "${packages[@]}" "${browser[@]}" > /dev/null 2>&1; then
   apt-get update -q
   apt-get install -y -q "${packages[@]}"
+  if [[ ${#browser[@]} -gt 0 ]]; then
+    apt-get install -y -q --no-install-recommends "${browser[@]}"
+  fi
 fi
 
 python3 -m venv .venv

@@ -24,11 +24,11 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 from safetensors import safe_open
 from safetensors.numpy import save_file
-from tqdm.auto import tqdm
 
 from swejax.models.build import abstract_model, param_shardings
 from swejax.models.config import ModelConfig, from_hf_config, read_hf_config, to_hf_config
 from swejax.models.qwen2 import Qwen2
+from swejax.progress import reported
 
 log = logging.getLogger(__name__)
 
@@ -270,7 +270,8 @@ def load_hf_checkpoint(
         files = _TensorFiles(path, stack, read_log)
         table = weight_table(cfg)
         _check_tensors(table, files, cfg.num_layers)
-        for w in tqdm(table, desc=f"loading {path}", unit="weight", disable=None):
+        process = (jax.process_index(), jax.process_count())
+        for w in reported(table, f"loading {path}", "weight", process=process):
             variable = _lookup(state, w.path)
             sharding = _lookup(shardings, w.path)
             _set_path(state, w.path, _load_array(w, files, variable, sharding, np_dtype))
@@ -327,8 +328,9 @@ def save_hf_checkpoint(model: Qwen2, out_dir: str, tokenizer: Any = None) -> lis
     if writer:
         os.makedirs(out_dir, exist_ok=True)
     weight_map: dict[str, str] = {}
-    files = tqdm(
-        list(zip(names, plan, strict=True)), desc=f"writing {out_dir}", unit="file", disable=None
+    process = (jax.process_index(), jax.process_count())
+    files = reported(
+        list(zip(names, plan, strict=True)), f"writing {out_dir}", "file", process=process
     )
     for file_name, entries in files:
         tensors: dict[str, np.ndarray] = {}

@@ -34,6 +34,7 @@ def run(config: Config, options: argparse.Namespace) -> int:
     rows = run.train(ctx)
     if ctx.run.leader:  # the others' metrics are process 0's
         print(summary_table(rows, ctx.run.path))
+        print(f"report {ctx.run.report}")
     return 0
 
 

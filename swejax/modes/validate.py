@@ -41,10 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(config: Config, options: argparse.Namespace) -> int:
     """Grade the gold and the empty patch of every task; exit 1 if any task is not valid."""
-    from tqdm.auto import tqdm
-
     from swejax import distributed
     from swejax.env.grading import grade
+    from swejax.progress import reported, this_process
     from swejax.run._processes import mine
     from swejax.tasks import TaskError
 
@@ -61,7 +60,7 @@ def run(config: Config, options: argparse.Namespace) -> int:
     distributed.start(config.distributed)
     order = {t.instance_id: i for i, t in enumerate(tasks)}
     rows = []
-    for task in tqdm(mine(tasks), desc="validating tasks", unit="task", disable=None):
+    for task in reported(mine(tasks), "validate-tasks", "task", process=this_process()):
         start = time.perf_counter()
         try:
             gold, empty = grade(task, task.patch, runtime), grade(task, "", runtime)

@@ -132,6 +132,13 @@ class RolloutRunner:
         self.env = dataclasses.replace(env, sandbox_gate=gate)
         self.overlap = overlap
         self.im_end = im_end_id(tokenizer)
+        self._stats = RolloutStats()
+
+    @property
+    def stats(self) -> RolloutStats:
+        """The counts of the rollout in progress (read between episodes, e.g. in
+        `on_trajectory`, for progress), else of the last one."""
+        return self._stats
 
     def run(
         self,

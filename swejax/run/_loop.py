@@ -11,9 +11,8 @@ from __future__ import annotations
 import logging
 import os
 
-from tqdm.auto import tqdm
-
 from swejax import builder
+from swejax.progress import reported, this_process
 from swejax.run import _phases as phases
 from swejax.run._crash import crash_point
 from swejax.run._curation import curated_tasks
@@ -64,7 +63,9 @@ def train(ctx: phases.Context) -> list[Row]:
         step += 1
         trainer = builder.build_trainer(ctx.built, "dapo")  # a fresh optimizer for phase 2
         checkpoints.save(step, model, trainer.opt_state, progress)
-    for index in tqdm(range(progress.iteration, c.dapo.iterations), desc="dapo iterations"):
+    remaining = range(progress.iteration, c.dapo.iterations)
+    done = progress.iteration  # a resumed run's: its time left counts this session's pace
+    for index in reported(remaining, "dapo", "iteration", done=done, process=this_process()):
         row = phases.dapo_iteration(ctx, index, trainer)
         progress.iteration = index + 1
         step += 1
@@ -83,6 +84,7 @@ def train(ctx: phases.Context) -> list[Row]:
     rows = ctx.run.rows()
     if ctx.run.leader:
         from swejax.plots import write_plots  # matplotlib, only once the run is done
+        from swejax.report import write_report
 
-        write_plots(rows, ctx.run.plots)
+        write_report(ctx.run.report, rows, c, write_plots(rows, ctx.run.plots))
     return rows

@@ -20,10 +20,10 @@ from collections.abc import Sequence
 
 import numpy as np
 from flax import nnx
-from tqdm.auto import tqdm
 
 from swejax import builder, distributed
 from swejax.errors import UserError
+from swejax.progress import Report, reported, this_process
 from swejax.rl import (
     DapoSelection,
     TrainSequence,
@@ -75,12 +75,13 @@ class Context:
 @dataclasses.dataclass(frozen=True)
 class Sampling:
     """How a rollout samples. Rollouts whose trajectories train (`training`) take the policy's
-    own distribution, temperature only; an evaluation may filter it."""
+    own distribution, temperature only; an evaluation may filter or penalize it."""
 
     temperature: float
     training: bool
     top_k: int = 0
     top_p: float = 1.0
+    repetition_penalty: float = 1.0
 
 
 def rollout(
@@ -90,7 +91,7 @@ def rollout(
     they finish. `draw` names the rollout's random streams (phase, iteration): with the run's
     seed, the job and the token position it fixes every draw. The engine's KV pools are
     released afterwards. Each process rolls out its own tasks' jobs and returns those."""
-    key = (sampling.temperature, sampling.top_k, sampling.top_p)
+    key = (sampling.temperature, sampling.top_k, sampling.top_p, sampling.repetition_penalty)
     if sampling.training:  # a filtered sampler would bias the DAPO importance ratio
         require_unbiased(SamplingParams(*key))
     seed = ctx.config.seed
@@ -101,13 +102,16 @@ def rollout(
     engine.reseed(seed)
     runner = builder.build_runner(ctx.built, engine)
 
+    mine = processes.my_jobs(jobs)
+
     def finished(_: Trajectory) -> None:
-        bar.update()
+        # The engine's count: every token sampled so far, also of episodes still running.
+        report.advance(tokens=runner.stats.sampled_tokens)
         crash_point(crash_at)  # after the first trajectory is on disk
 
     try:
-        with tqdm(total=len(jobs), desc=desc, unit="episode", leave=False) as bar:
-            return runner.run(processes.my_jobs(jobs), path, on_trajectory=finished, draw=draw)
+        with Report(desc, len(mine), "episode", process=this_process()) as report:
+            return runner.run(mine, path, on_trajectory=finished, draw=draw)
     finally:
         # The KV pools are as large as the train step's activations at long context: only
         # one of the two lives at a time (the next rollout's reseed allocates them again).
@@ -175,13 +179,15 @@ def train_on(
     crash_at,
     keys: Sequence[tuple[str, int]],
     order: dict,
+    report: Report | None = None,
 ) -> list[dict]:
     """One pass: shuffled optimizer steps of `batch_size` trajectories; metrics of each step.
 
     `sequences` are this process's, `keys[i]` the (task id, sample) of sequence i, `order`
     the phase's job order. The shuffle is over every process's sequences in job order, so a
     step trains on the same sequences whatever the number of processes; each process packs
-    its own of them into its rows of the step's global batch (as many rows on each)."""
+    its own of them into its rows of the step's global batch (as many rows on each). `report`
+    counts the steps."""
     row_length = ctx.config.row_length
     count = distributed.process_count()
     rows_multiple = ctx.config.train.micro_batches * _batch_shards(ctx.built.mesh)
@@ -202,6 +208,8 @@ def train_on(
         metrics = trainer.step({name: getattr(packed, name) for name in BATCH_FIELDS})
         metrics["fill_ratio"] = float(processes.global_sums(packed.fill_ratio)[0] / count)
         steps.append(metrics)
+        if report is not None:
+            report.advance()
         crash_point(crash_at)  # after the first optimizer step changed the weights
     return steps
 
@@ -252,7 +260,8 @@ def rft(ctx: Context) -> RftRow:
         env = builder.episode_env(c)
         jobs = [(task, 0) for task in ctx.train_tasks]
         trajectories = []
-        for task, _ in tqdm(processes.my_jobs(jobs), desc="demonstrations", leave=False):
+        mine = processes.my_jobs(jobs)
+        for task, _ in reported(mine, "demonstrations", "episode", process=this_process()):
             trajectories.append(demonstrate(task, ctx.built.tokenizer, env))
             write_trajectory(path, trajectories[-1])
         order = processes.job_order(jobs)
@@ -276,10 +285,13 @@ def rft(ctx: Context) -> RftRow:
         raise RunError(f"rft.source {source!r} gave no successful trajectory to train on")
     trainer = builder.build_trainer(ctx.built, "rft", int(total_sequences))
     steps = []
-    for _ in tqdm(range(c.rft.epochs), desc="rft epochs", leave=False):
-        steps += train_on(
-            ctx, trainer, sequences, c.rft.batch_size, rng, "rft", keys=keys, order=order
-        )
+    # Every process takes every step (each its rows of the batch): the same count on each.
+    per_epoch = math.ceil(int(total_sequences) / c.rft.batch_size)
+    with Report("rft", c.rft.epochs * per_epoch, "step", process=this_process()) as report:
+        for _ in range(c.rft.epochs):
+            steps += train_on(
+                ctx, trainer, sequences, c.rft.batch_size, rng, "rft", keys, order, report
+            )
     return RftRow(
         trajectories=int(total_trajectories),
         trained_on=int(total_sequences),
@@ -327,8 +339,11 @@ def dapo_iteration(ctx: Context, index: int, trainer: Trainer) -> DapoRow:
     recompute_s = time.perf_counter() - started
     started = time.perf_counter()
     gap = np.concatenate(gaps) if gaps else np.zeros(0)
-    totals = processes.global_sums(len(usable), len(sequences), gap.sum(), gap.size)
-    usable_total, sequences_total, gap_sum, gap_count = totals
+    positive, weighted, action_tokens = _advantage_sums(selection)
+    totals = processes.global_sums(
+        len(usable), len(sequences), gap.sum(), gap.size, positive, weighted, action_tokens
+    )
+    usable_total, sequences_total, gap_sum, gap_count, positive, weighted, action_tokens = totals
     gap_max = processes.global_max(float(gap.max()) if gap.size else 0.0)
     keys = [(t.task_id, t.group) for t in kept]
     steps = []
@@ -347,12 +362,23 @@ def dapo_iteration(ctx: Context, index: int, trainer: Trainer) -> DapoRow:
         idle_fraction=float(idle),
         logprob_gap_mean=float(gap_sum / gap_count) if gap_count else 0.0,
         logprob_gap_max=gap_max,
+        advantage_positive=float(positive / sequences_total) if sequences_total else 0.0,
+        advantage_token_mean=float(weighted / action_tokens) if action_tokens else 0.0,
         seconds=time.perf_counter() - begun,
         rollout_s=rollout_s,
         recompute_s=recompute_s,
         train_s=time.perf_counter() - started,
         **{k: mean(s[k] for s in applied) for k in _STEP_MEANS},
     )
+
+
+def _advantage_sums(selection: DapoSelection) -> tuple[int, float, int]:
+    """(kept trajectories with a positive advantage, the sum of advantage x action tokens over
+    the kept ones, their action tokens), this process's share."""
+    kept_advantages = selection.advantages[selection.advantages != 0.0]
+    tokens = np.array([sum(t.loss_mask) for t in selection.kept], np.float64)
+    positive = int((kept_advantages > 0).sum())
+    return positive, float((kept_advantages * tokens).sum()), int(tokens.sum())
 
 
 _STEP_MEANS = ("loss", "grad_norm", "entropy", "clip_low", "clip_high", "fill_ratio")

@@ -95,6 +95,11 @@ class DapoRow:
     idle_fraction: float  # of the rollout's wall time, no slot sampling
     logprob_gap_mean: float  # |sampler - trainer| log-probability over sampled tokens
     logprob_gap_max: float
+    # Of the trajectories that trained: the fraction with a positive advantage, and the mean
+    # advantage over their action tokens. The loss is a token-level mean, so a negative
+    # token mean says the step pushes sampled tokens down more than up (docs/stability.md).
+    advantage_positive: float
+    advantage_token_mean: float
     seconds: float
     rollout_s: float
     recompute_s: float

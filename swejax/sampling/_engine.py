@@ -6,6 +6,12 @@ computed when it is fed at the next decode step or extend. So each token runs th
 exactly once over a whole multi-turn episode (linear prefill), and no logits are kept between
 calls.
 
+A repetition penalty (evaluation with a checkpoint's own decoding) needs, per slot, which
+tokens its sequence holds: the host keeps that presence mask [S, V] beside the slots' other
+bookkeeping (a token is marked when it is fed, prompt and observations alike, or sampled; a
+freed slot's row is cleared) and sends it with each decode call, whose steps add the tokens
+they sample. The default sampler has no mask: nothing is kept, sent or carried.
+
 Keys and values live in one pool of pages shared by all slots (`swejax.models.kv_cache`). The
 host hands pages to a slot as it grows and takes them back when it is freed (`PageAllocator`),
 so memory follows the tokens actually held, not slots x longest sequence. Each call attends
@@ -158,6 +164,7 @@ class Engine:
         """Every slot empty and every page free (the pools are reallocated)."""
         self.state = new_state(self.model.cfg, self.config, self.mesh, self._seed)
         self._slots = [_Slot() for _ in range(self.config.num_slots)]
+        self._seen = self._nothing_seen()
         self._pages.reset()
 
     def release(self) -> None:
@@ -168,12 +175,27 @@ class Engine:
                 pool.delete()
         self.state = None
         self._slots = [_Slot() for _ in range(self.config.num_slots)]
+        self._seen = self._nothing_seen()
 
     def free(self, slot: int) -> None:
         """End a slot's sequence and return its pages; their stale contents are never read."""
         self._check_slot(slot)
         self._pages.free(slot)
         self._slots[slot] = _Slot()
+        if self._seen is not None:
+            self._seen[slot] = False
+
+    def _nothing_seen(self) -> np.ndarray | None:
+        """The presence mask of empty slots ([S, V] bool, all False), or None when the sampler
+        has no repetition penalty (then no mask exists at all)."""
+        if not self.sampling.penalizes_repetition:
+            return None
+        return np.zeros((self.config.num_slots, self.model.cfg.vocab_size), np.bool_)
+
+    def _mark_seen(self, slot: int, tokens: Sequence[int] | np.ndarray) -> None:
+        """Record that `tokens` are now in the slot's sequence (with a repetition penalty)."""
+        if self._seen is not None:
+            self._seen[slot, np.asarray(tokens, np.int64)] = True
 
     def length(self, slot: int) -> int:
         """Tokens in the slot's sequence so far, the pending one included."""
@@ -265,9 +287,11 @@ class Engine:
 
     def decode_arguments(self, visible: int) -> tuple:
         """The decode program's arguments after the program: params, state, the slot table
-        for `visible` pages and the capacity (for lowering it, as the tests and tools do)."""
+        for `visible` pages, the capacity and the presence mask (None without a repetition
+        penalty), for lowering it, as the tests and tools do."""
         table = self._table(visible)
-        return nnx.state(self.model), self.state, table, np.int32(self.config.capacity)
+        seen = None if self._seen is None else self._global(self._seen)
+        return nnx.state(self.model), self.state, table, np.int32(self.config.capacity), seen
 
     def _run_decode(self, visible: int, num_steps: int):
         program = DecodeProgram(
@@ -375,6 +399,7 @@ class Engine:
         tokens, all but the last ingested (the last is pending)."""
         queue = []
         for slot, tokens in requests:
+            self._mark_seen(slot, tokens)  # the pending one too: the next step reads it
             s = self._slots[slot]
             sequence = ([] if s.pending is None else [s.pending]) + tokens
             to_ingest, s.pending = sequence[:-1], sequence[-1]
@@ -440,6 +465,7 @@ class Engine:
                 # Every emitted token but the last is now cached; the last is pending.
                 s.cached += int(mask.sum())
                 s.pending = int(tokens[slot][mask][-1])
+                self._mark_seen(slot, tokens[slot][mask])
                 s.budget -= int(mask.sum())
                 stopped[slot] = reasons[slot] != StopReason.RUNNING
                 s.active = not stopped[slot]

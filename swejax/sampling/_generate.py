@@ -35,12 +35,14 @@ def generate(
     *,
     top_k: int = 0,
     top_p: float = 1.0,
+    repetition_penalty: float = 1.0,
     stop_tokens: Sequence[int] = (),
     mesh: Mesh | None = None,
 ) -> list[Generation]:
     """Sample up to `max_new_tokens` after each prompt (all prompts decoded together).
 
     temperature 0 is greedy. `stop_tokens` end a sequence (the stop token is included).
+    `repetition_penalty` counts each prompt's tokens as well as the new ones (transformers').
     """
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("generate needs at least one prompt, and no prompt may be empty")
@@ -52,7 +54,7 @@ def generate(
         steps_per_call=min(max_new_tokens, 64),
         stop_tokens=tuple(int(t) for t in stop_tokens),
     )
-    sampling = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p)
+    sampling = SamplingParams(temperature, top_k, top_p, repetition_penalty)
     engine = Engine(model, config, sampling, mesh=mesh, seed=seed)
     engine.prefill_many(list(enumerate(prompts)))
     for slot in range(len(prompts)):

@@ -71,11 +71,15 @@ class DecodeProgram:
     stop_tokens: tuple[int, ...]
     split_layer_weights: bool
 
-    def __call__(self, params, state: EngineState, table: SlotTable, capacity):
+    def __call__(self, params, state: EngineState, table: SlotTable, capacity, seen=None):
         """(state, (tokens [S, steps], logprobs [S, steps], emitted [S, steps], reasons [S]));
         stops early once no slot is active. `emitted[s, i]`: slot s sampled tokens[s, i]. The
         table's running values (lengths, pending, active, budget) advance in the loop; the host
-        advances its own copy from the outputs."""
+        advances its own copy from the outputs.
+
+        `seen` [S, V] bool: the tokens in each slot's sequence, the pending one included (only
+        with a repetition penalty; None otherwise, and nothing of it is carried). Each step
+        adds the tokens it samples, as the host does to its own copy from the outputs."""
         model = nnx.merge(self.graphdef, params)
         num_slots, num_steps = table.lengths.shape[0], self.num_steps
         beyond = self.visible_pages * state.cache.k.shape[2]
@@ -84,14 +88,17 @@ class DecodeProgram:
         layer_weights = model.split_layer_weights() if self.split_layer_weights else None
 
         def step(carry):
-            i, cache, table, tokens_out, logprobs_out, emitted, reasons = carry
+            i, cache, table, tokens_out, logprobs_out, emitted, reasons, seen = carry
             positions = jnp.where(table.active, table.lengths, beyond)[:, None]
             hidden, cache = model.hidden_states_cached(
                 table.pending[:, None], positions, cache, pages, layer_weights
             )
             keys = token_keys(state.key, table.streams, table.lengths)
-            new_tokens, logprobs = sample(model.logits(hidden)[:, 0], keys, self.sampling)
+            logits = model.logits(hidden)[:, 0]
+            new_tokens, logprobs = sample(logits, keys, self.sampling, seen)
             active = table.active
+            if seen is not None:
+                seen = mark_seen(seen, new_tokens, active)
             lengths = table.lengths + active
             budget = table.budget - active
             # The sequence is the cached tokens plus the new pending one, which needs a row next.
@@ -121,7 +128,7 @@ class DecodeProgram:
             logprobs_out = logprobs_out.at[:, i].set(logprobs)
             emitted = emitted.at[:, i].set(active)
             reasons = jnp.where(ended, reason, reasons)
-            return i + 1, cache, table, tokens_out, logprobs_out, emitted, reasons
+            return i + 1, cache, table, tokens_out, logprobs_out, emitted, reasons, seen
 
         def keep_going(carry):
             return (carry[0] < num_steps) & jnp.any(carry[2].active)
@@ -134,9 +141,19 @@ class DecodeProgram:
             jnp.zeros((num_slots, num_steps), jnp.float32),
             jnp.zeros((num_slots, num_steps), bool),
             jnp.zeros((num_slots,), jnp.int32),
+            seen,
         )
-        _, cache, _, tokens, logprobs, emitted, reasons = jax.lax.while_loop(keep_going, step, init)
+        _, cache, _, tokens, logprobs, emitted, reasons, _ = jax.lax.while_loop(
+            keep_going, step, init
+        )
         return state._replace(cache=cache), (tokens, logprobs, emitted, reasons)
+
+
+def mark_seen(seen: jax.Array, tokens: jax.Array, active: jax.Array) -> jax.Array:
+    """`seen` [S, V] with tokens[s] set in each active row s (an idle row's draw is no token
+    of its sequence: it is dropped, out of bounds)."""
+    rows = jnp.arange(seen.shape[0])
+    return seen.at[rows, jnp.where(active, tokens, seen.shape[1])].set(True, mode="drop")
 
 
 def token_keys(base: jax.Array, streams: jax.Array, lengths: jax.Array) -> jax.Array:
@@ -164,9 +181,9 @@ def jit_ingest(shardings: EngineState):
 
 @functools.cache
 def jit_decode(shardings: EngineState, rows: jax.sharding.Sharding):
-    """Decode jitted: (program, params, state (donated), table, capacity) -> (state, outputs),
-    the state at `shardings` (an EngineState of shardings, `state_shardings`) and the per-slot
-    outputs at `rows` (split like the slots, `row_sharding`)."""
+    """Decode jitted: (program, params, state (donated), table, capacity[, seen]) -> (state,
+    outputs), the state at `shardings` (an EngineState of shardings, `state_shardings`) and
+    the per-slot outputs at `rows` (split like the slots, `row_sharding`)."""
     return jax.jit(
         DecodeProgram.__call__,
         static_argnums=0,

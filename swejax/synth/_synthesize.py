@@ -60,7 +60,7 @@ class SynthOptions:
 
 def synthesize(options: SynthOptions, progress: bool | None = None) -> dict:
     """Write the task file and its repositories; returns the report (also written next to it).
-    `progress`: a bar on stderr (None: when stderr is a terminal)."""
+    `progress`: False for none, else `swejax.progress` lines (a bar on a terminal)."""
     package = parse_requirement(options.package)
     started = time.perf_counter()
     seconds: dict[str, float] = {}
@@ -172,17 +172,15 @@ class _Context:
 
 def _candidates(ctx: _Context, seconds: dict[str, float], progress: bool | None):
     """Try keyed candidates until enough tasks are valid or the tries run out."""
-    from tqdm.auto import tqdm
+    from swejax.progress import Report
 
     counts: Counter = Counter()
     records: list[dict] = []
     seen: set = set()
     timeout = max(30.0, 5 * ctx.baseline.seconds + 10)
     options = ctx.options
-    quiet = None if progress is None else not progress  # None: only on a terminal
-    bar = tqdm(
-        total=options.max_tasks, desc=f"synthesizing {ctx.label}", unit="task", disable=quiet
-    )
+    # Counted in tasks kept: what was asked for (the tries can end it sooner).
+    report = Report(f"synthesize {ctx.label}", options.max_tasks, "task", quiet=progress is False)
     for index in range(options.tries):
         if len(records) >= options.max_tasks:
             break
@@ -210,8 +208,8 @@ def _candidates(ctx: _Context, seconds: dict[str, float], progress: bool | None)
             counts["invalid"] += 1
         else:
             records.append(row)
-            bar.update(1)
-    bar.close()
+            report.advance()
+    report.close()
     return records, counts
 
 
