@@ -171,3 +171,27 @@ def test_dapo_leaves_harness_failures_out_of_the_group_before_anything_is_comput
     np.testing.assert_allclose(selection.advantages, [*expected, 0.0])
     assert [(t.task_id, t.group) for t in selection.kept] == [("a", 0), ("a", 1), ("a", 3)]
     assert [s.advantage for s in selection.sequences] == pytest.approx(expected)
+
+
+def test_advantage_statistics_weigh_each_trained_trajectory_by_its_action_tokens():
+    from swejax.rl import DapoSelection
+    from swejax.rollout import Trajectory
+    from swejax.run._phases import _advantage_sums
+
+    def episode(task, group, reward, sampled):
+        t = Trajectory(task, group, reward=reward)
+        t.add_context([1, 2])
+        t.add_sampled([3] * sampled, [0.0] * sampled)
+        return t
+
+    # Task a: a short success and a long failure (advantages +1 and -1); task b: all equal
+    # rewards, filtered out, so neither its trajectories nor their tokens count.
+    trajectories = [
+        episode("a", 0, 1.0, 2),
+        episode("a", 1, 0.0, 6),
+        episode("b", 0, 1.0, 5),
+        episode("b", 1, 1.0, 5),
+    ]
+    positive, weighted, tokens = _advantage_sums(DapoSelection.of(trajectories))
+    assert positive == 1 and tokens == 8
+    assert weighted == pytest.approx(1.0 * 2 - 1.0 * 6, abs=1e-5)  # the failure's tokens win
