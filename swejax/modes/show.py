@@ -11,8 +11,7 @@ the ChatML markup is taken apart into the first message (system prompt and task)
 the reply (its thought and command, or the reply marked as a format error) and the observation
 that answered it, then how the episode ended and its submission.
 
-This module builds no model and imports no JAX: the file is read as JSON lines, not through
-`swejax.rollout` (whose package imports the engine).
+This mode builds no model; the file is read as `swejax.rollout.Trajectory` lines.
 """
 
 from __future__ import annotations
@@ -26,6 +25,7 @@ import os
 from swejax import builder
 from swejax.config import Config
 from swejax.errors import UserError
+from swejax.rollout import Trajectory
 
 SUMMARY = "print one episode of a trajectory file: its turns, observations and outcome"
 
@@ -65,52 +65,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # --- reading --------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class Recorded:
-    """What `show` reads of one line of a trajectory file (`Trajectory.to_json`'s fields)."""
-
-    task_id: str
-    group: int
-    tokens: list[int]
-    loss_mask: list[bool]
-    turns: list[tuple[int, int]]  # sampled [start, end) spans
-    format_error_turns: list[int]
-    end_reason: str
-    resolved: bool
-    reward: float
-    infrastructure_error: str
-    submission: str
-
-
-def read_recorded(path: str) -> list[Recorded]:
-    """Every complete line of `path` (a line cut short by a kill is skipped, as a run's
-    reader skips it); a file that is not there or not trajectories is a user error."""
+def read_recorded(path: str) -> list[Trajectory]:
+    """Every complete line of `path` as a `Trajectory` (a line cut short by a kill is skipped,
+    as `read_trajectories` skips it); a file that is not there or not trajectories is a user
+    error naming the line."""
     try:
         with open(path, encoding="utf-8") as f:
             lines = [line for line in f if line.endswith("\n")]
     except OSError as error:
         raise UserError(f"cannot read trajectory file {path}: {error.strerror or error}") from None
-    names = [field.name for field in dataclasses.fields(Recorded)]
+    names = [field.name for field in dataclasses.fields(Trajectory)]
     episodes = []
     for number, line in enumerate(lines, 1):
         try:
             fields = json.loads(line)
-            recorded = Recorded(**{name: fields[name] for name in names})
-            if len(recorded.tokens) != len(recorded.loss_mask):
+            if not isinstance(fields, dict):
+                raise TypeError
+            missing = [name for name in names if name not in fields]
+            if missing:
+                raise KeyError(missing[0])
+            trajectory = Trajectory.from_json(line)
+            if len(trajectory.tokens) != len(trajectory.loss_mask):
                 raise ValueError("tokens and loss_mask differ in length")
         except (ValueError, KeyError, TypeError) as error:
             problems = {KeyError: f"no field {error}", TypeError: "not a JSON object of fields"}
             problem = problems.get(type(error), str(error))
             raise UserError(f"{path} line {number} is not a trajectory ({problem})") from None
-        episodes.append(dataclasses.replace(recorded, turns=[tuple(t) for t in recorded.turns]))
+        episodes.append(trajectory)
     if not episodes:
         raise UserError(f"{path} holds no trajectory")
     return episodes
 
 
 def chosen(
-    episodes: list[Recorded], index: int, task: str, group: int | None, path: str
-) -> tuple[int, Recorded]:
+    episodes: list[Trajectory], index: int, task: str, group: int | None, path: str
+) -> tuple[int, Trajectory]:
     """(its place in the file, the episode): the `index`-th of those of `task` and `group`."""
     places = [
         i
@@ -185,7 +174,7 @@ def chat_messages(ids: list[int], tokenizer) -> list[Message]:
     return messages
 
 
-def decoded(recorded: Recorded, tokenizer) -> tuple[list[Message], list[Turn]]:
+def decoded(recorded: Trajectory, tokenizer) -> tuple[list[Message], list[Turn]]:
     """The first message's parts and the turns of an episode."""
     from swejax.tokenizer import im_end_id
 
@@ -240,7 +229,7 @@ def _reply_lines(turn: Turn) -> list[str]:
 
 
 def episode_text(
-    recorded: Recorded, place: int, count: int, path: str, tokenizer, full: bool
+    recorded: Trajectory, place: int, count: int, path: str, tokenizer, full: bool
 ) -> str:
     """The whole episode as the mode prints it."""
     prompt, turns = decoded(recorded, tokenizer)
@@ -280,7 +269,7 @@ def episode_text(
     return "\n".join(out)
 
 
-def _list_lines(episodes: list[Recorded]) -> list[str]:
+def _list_lines(episodes: list[Trajectory]) -> list[str]:
     width = max(len(e.task_id) for e in episodes)
     lines = [f"{'index':>5}  {'task':<{width}}  group  turns  resolved  reward  ended"]
     for i, e in enumerate(episodes):
@@ -321,7 +310,7 @@ def tokenizer_dir(config: Config, options: argparse.Namespace) -> str | None:
     )
 
 
-def _tokenizer(directory: str | None, episode: Recorded):
+def _tokenizer(directory: str | None, episode: Trajectory):
     """The tokenizer, checked against the episode's context (what the environment wrote, never
     sampled): it opens with this tokenizer's <|im_start|> and has no id past its vocabulary."""
     from swejax.tokenizer import im_start_id, load_tokenizer
