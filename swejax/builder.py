@@ -163,10 +163,13 @@ def split_tasks(config: Config, all_tasks: list) -> tuple[list, list]:
 
 
 def episode_env(config: Config, runtime: str | None = None):
-    """How the run's episodes run and are scored: its sandbox runtime, scaffold and reward."""
+    """How the run's episodes run and are scored: its sandbox runtime, scaffold and reward.
+    Each distinct submission of a task is graded once (`GradeMemo`)."""
+    from swejax.env.grading import GradeMemo
     from swejax.rollout import EpisodeEnv
 
-    return EpisodeEnv(runtime or config.tasks.runtime, config.scaffold, config.dapo.l_thr)
+    runtime = runtime or config.tasks.runtime
+    return EpisodeEnv(runtime, config.scaffold, config.dapo.l_thr, grader=GradeMemo())
 
 
 # --- sampling ------------------------------------------------------------------------------

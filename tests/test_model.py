@@ -125,6 +125,18 @@ def test_preset_parameter_counts(name):
     assert published in as_labelled, f"{name}: {billions:.4f}B counted, {published}B published"
 
 
+def test_tiny_untied_is_tiny_with_its_own_output_head():
+    tied, untied = PRESETS["tiny"], PRESETS["tiny-untied"]
+    assert untied.replace(tie_word_embeddings=True) == tied
+    assert count_params(untied) - count_params(tied) == tied.vocab_size * tied.hidden_size
+    model = build_model(untied, seed=0)
+    hidden = model.hidden_states(jnp.arange(8, dtype=jnp.int32)[None])
+    head = np.asarray(hidden) @ np.asarray(model.lm_head[...])
+    np.testing.assert_allclose(model.logits(hidden), head, rtol=1e-5, atol=1e-5)
+    tied_head = np.asarray(hidden) @ np.asarray(model.embed[...]).T
+    assert not np.allclose(head, tied_head, atol=1e-3)
+
+
 def test_unknown_preset_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown model preset 'qwen9'"):
         preset("qwen9")

@@ -11,9 +11,13 @@ failure (sandbox error, a broken test patch) is reported as such, never scored a
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import secrets
 import shlex
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
 
 from swejax.env import harness
 from swejax.env._protected import filter_submission
@@ -23,7 +27,7 @@ from swejax.env.sandbox import SandboxError, SandboxLimits
 from swejax.env.swebench_logs import LogParserUnavailable, parse_test_log
 from swejax.tasks import Task
 
-__all__ = ["GradeResult", "eval_script", "filter_submission", "grade"]
+__all__ = ["GradeMemo", "GradeResult", "eval_script", "filter_submission", "grade"]
 _GRADING_LIMITS = SandboxLimits(timeout_seconds=600, output_bytes=20 * 2**20)
 
 
@@ -160,3 +164,63 @@ def _infrastructure(tests: list[str], dropped, message: str) -> GradeResult:
     return GradeResult(
         False, dict.fromkeys(tests, "missing"), False, dropped, infrastructure_error=message
     )
+
+
+class GradeMemo:
+    """`grade`, run once for each distinct (task, submission, runtime) and remembered: a run's
+    episodes often submit the same diff (every success of a group that found one fix; an empty
+    diff for each episode that never edited), and its grade does not change. Harness failures
+    are never remembered. A thread that asks for a diff being graded waits for that grade
+    rather than start its own. At most `max_entries` grades are kept, the oldest dropped."""
+
+    def __init__(self, grader: Callable[..., GradeResult] = grade, max_entries: int = 1024):
+        self._grader = grader
+        self._max_entries = max_entries
+        self._lock = threading.Lock()
+        self._grades: collections.OrderedDict[tuple, Future] = collections.OrderedDict()
+        self.graded = 0  # grades run
+        self.remembered = 0  # grades answered from memory
+
+    def __call__(self, task: Task, submission: str, runtime: str = "bwrap") -> GradeResult:
+        key = (task.instance_id, task.base_commit, submission, runtime)
+        with self._lock:
+            earlier = self._grades.get(key)
+            if earlier is None:
+                mine = self._grades[key] = Future()
+                while len(self._grades) > self._max_entries:
+                    self._grades.popitem(last=False)
+            else:
+                self._grades.move_to_end(key)
+        if earlier is not None:
+            result = _result_or_none(earlier)
+            if result is not None and not result.infrastructure_error:
+                with self._lock:
+                    self.remembered += 1
+                return result
+            return self._grade(task, submission, runtime)  # that grade failed: run one
+        try:
+            result = self._grade(task, submission, runtime)
+        except BaseException as error:
+            self._forget(key)
+            mine.set_exception(error)
+            raise
+        if result.infrastructure_error:
+            self._forget(key)
+        mine.set_result(result)
+        return result
+
+    def _grade(self, task: Task, submission: str, runtime: str) -> GradeResult:
+        with self._lock:
+            self.graded += 1
+        return self._grader(task, submission, runtime)
+
+    def _forget(self, key: tuple) -> None:
+        with self._lock:
+            self._grades.pop(key, None)
+
+
+def _result_or_none(future: Future) -> GradeResult | None:
+    try:
+        return future.result()
+    except Exception:  # the first grader's error is its own to report
+        return None
