@@ -236,3 +236,27 @@ def test_setup_cfg_and_pyproject_are_protected_only_where_they_configure_pytest(
     # Without the base file to look at, any change to them is kept out.
     blind = dataclasses.replace(own_task, repo_dir="")
     assert filter_submission(deps, blind)[1] == ("pyproject.toml",)
+
+
+def test_the_task_family_tool_writes_tasks_whose_gold_alone_resolves_its_own_test(tmp_path):
+    """tools/task_family.py (the one-decision tasks of docs/stability.md): each gold patch
+    resolves its task and no other, and the base resolves none."""
+    import sys
+
+    from swejax.tasks import load_jsonl
+
+    tool = os.path.join(os.path.dirname(os.path.dirname(__file__)), "tools", "task_family.py")
+    done = subprocess.run(
+        [sys.executable, tool, str(tmp_path), "--size=3"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    tasks = load_jsonl(done.stdout.strip())
+    assert [t.instance_id for t in tasks] == [f"family__attempts_{n}" for n in (2, 3, 4)]
+    assert len({t.problem_statement for t in tasks}) == 3
+    for task in tasks:
+        assert [grade(task, other.patch).resolved for other in tasks] == [
+            other is task for other in tasks
+        ], task.instance_id
+        assert not grade(task, "").resolved
