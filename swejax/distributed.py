@@ -133,10 +133,11 @@ def _watch_peers(timeout_s: int) -> None:
 
 
 def finish(ok: bool) -> None:
-    """This process is done with the run (`ok`: normally); its peers stop watching for it."""
+    """This process is done with the run (`ok`: normally); its peers stop watching for it.
+    Done normally, it returns once every peer is done too: the processes exit together."""
     global _watchdog
     if _watchdog is not None:
-        _watchdog.finish(ok)
+        _watchdog.finish(ok, wait_for_peers=ok)
         _watchdog = None
 
 

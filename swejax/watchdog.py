@@ -57,18 +57,37 @@ class PeerWatchdog:
         self._thread.start()
         return self
 
-    def finish(self, ok: bool) -> None:
+    def finish(self, ok: bool, wait_for_peers: bool = False) -> None:
         """Stop beating and tell the peers how this process ended. `ok`: normally. Else it
         failed; it then watches its peers a while longer (until each has ended too, or for
-        `stale_s`), to name a peer that was lost before it."""
+        `stale_s`), to name a peer that was lost before it.
+
+        `wait_for_peers` (with `ok`): return only once every peer has ended too, still beating
+        and watching meanwhile. Processes then exit together: JAX's shutdown barrier at exit
+        waits only seconds, and process 0 may still be writing the run's report."""
         if ok:
             self._set(_DONE, "1")
+            if wait_for_peers:
+                self._wait_until_peers_end()
         else:
             self._set(_FAILED, f"process {self._me} failed (its log says why)")
             self._beating.clear()
             self._thread.join(timeout=self._stale_s + 2 * self._beat_s)
         self._stopped.set()
         self._thread.join()
+
+    def _wait_until_peers_end(self) -> None:
+        """Until every peer has said it ended, the store is gone, or the watch thread stopped
+        (it named a lost peer)."""
+        peers = [p for p in range(self._count) if p != self._me]
+        while self._thread.is_alive():
+            try:
+                entries = dict(self._client.key_value_dir_get(_ROOT))
+            except Exception:  # noqa: BLE001 - the store is gone: nothing left to wait for
+                return
+            if all(f"{_DONE}{p}" in entries or f"{_FAILED}{p}" in entries for p in peers):
+                return
+            time.sleep(self._beat_s)
 
     def _set(self, prefix: str, value: str) -> None:
         with contextlib.suppress(Exception):  # a store that is gone: the peers will notice

@@ -120,3 +120,27 @@ def test_processes_that_fail_together_name_no_one():
         thread.join()
     assert time.monotonic() - started < STALE_S
     assert lost == {0: [], 1: []}
+
+
+def test_a_process_done_first_waits_for_its_peers_to_end_before_it_exits():
+    """Process 0 may still be writing the report when process 1 is done: process 1 returns
+    from finish only once process 0 has ended, so JAX's short shutdown barrier sees both."""
+    store = Store()
+    dogs, lost = _pair(store)
+    waiter = threading.Thread(target=dogs[1].finish, kwargs={"ok": True, "wait_for_peers": True})
+    waiter.start()
+    time.sleep(3 * STALE_S)  # still beating: process 0 does not miss it
+    assert waiter.is_alive() and lost == {0: [], 1: []}
+    dogs[0].finish(ok=True)
+    waiter.join(timeout=2 * STALE_S)
+    assert not waiter.is_alive() and lost == {0: [], 1: []}
+
+
+def test_a_process_waiting_for_its_peers_names_one_that_is_lost():
+    store = Store()
+    dogs, lost = _pair(store)
+    waiter = threading.Thread(target=dogs[1].finish, kwargs={"ok": True, "wait_for_peers": True})
+    waiter.start()
+    dogs[0]._stopped.set()  # process 0 is killed: its beat stops, it never says it ended
+    _wait_for(lambda: not waiter.is_alive(), 3 * STALE_S)
+    assert lost[1] and "process 0 stopped answering" in lost[1][0]
