@@ -313,6 +313,11 @@ def reference(tmp_path_factory):
     assert "iteration 0" in first.stdout and "eval it 1" in first.stdout
     run = root / "tiny"
     assert (run / "plots" / "training.png").exists() and (run / "report.html").exists()
+    names = sorted(os.listdir(run / "trajectories"))
+    assert names == [f"eval_0000{i}.jsonl" for i in range(3)] + [
+        "iter_00000.jsonl",
+        "rft_00000.jsonl",
+    ]
     rows = _metrics(run)
     assert [r["kind"] for r in rows] == ["eval", "rft", "eval", "dapo", "eval"]
     assert rows[3]["optimizer_steps"] > 1, "the DAPO iteration must train, in several steps"
@@ -326,27 +331,22 @@ def test_the_main_job_on_2x4_processes_equals_1x8(reference, tmp_path):
     pod = _pod(tmp_path / "logs", cache, "train", f"--config.run_dir={tmp_path / 'pod'}")
     assert pod.returncode == 0, pod.stderr[-3000:]
     assert "eval it 1" in pod.stdout  # process 0's summary
-    runs = {"pod": tmp_path / "pod" / "tiny"}
-    assert sorted(os.listdir(runs["pod"] / "logs")) == ["process_0.log", "process_1.log"]
-    names = sorted(os.listdir(first / "trajectories"))
-    assert names == [f"eval_0000{i}.jsonl" for i in range(3)] + [
-        "iter_00000.jsonl",
-        "rft_00000.jsonl",
-    ]
+    pod_run = tmp_path / "pod" / "tiny"
+    assert sorted(os.listdir(pod_run / "logs")) == ["process_0.log", "process_1.log"]
 
     # 2 x 4: every episode's tokens; log-probabilities, metrics and weights to float rounding
     # (each process packs its own rows of a batch, so sums run in another order).
-    pod_files = sorted(os.listdir(runs["pod"] / "trajectories"))
+    pod_files = sorted(os.listdir(pod_run / "trajectories"))
     assert "iter_00000.process_1.jsonl" in pod_files, pod_files
-    _same_episodes(_phase_trajectories(first), _phase_trajectories(runs["pod"]))
-    _same_metrics(_metrics(first), _metrics(runs["pod"]))
+    _same_episodes(_phase_trajectories(first), _phase_trajectories(pod_run))
+    _same_metrics(_metrics(first), _metrics(pod_run))
     import jax
 
     worst = max(
         float(np.abs(np.asarray(x) - np.asarray(y)).max())
         for x, y in zip(
             jax.tree.leaves(_final_params(first)),
-            jax.tree.leaves(_final_params(runs["pod"])),
+            jax.tree.leaves(_final_params(pod_run)),
             strict=True,
         )
     )

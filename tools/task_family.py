@@ -7,7 +7,7 @@ Every task shares one small repository (`retry/policy.py` holds `MAX_ATTEMPTS = 
 gold patch is one line, `MAX_ATTEMPTS = N`; each task's issue tells its own story asking for a
 different N (2..9). Demonstrations therefore share their whole format and differ in one
 decision token, so a policy that learned the format fails by choosing the wrong N: the regime
-in which DAPO's negative samples carry information (docs/stability.md, runs f1-f9).
+in which DAPO's negative samples carry information (docs/stability.md, the f runs).
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
-import tempfile
+
+from swejax.synth._patch import file_diff
 
 POLICY = "retry/policy.py"
+TEST_FILE = "tests/test_policy.py"
 INIT = '''"""How many times a call may be attempted."""
 
 from retry.policy import MAX_ATTEMPTS
@@ -70,29 +71,10 @@ Expected: `attempts_left(0) == {n}`.
 """
 
 
-def _git(cwd: str, *args: str) -> str:
-    git = ["git", "-c", "user.name=swejax", "-c", "user.email=swejax@localhost"]
-    return subprocess.run(
-        git + list(args), cwd=cwd, check=True, capture_output=True, text=True
-    ).stdout
-
-
 def _write(root: str, path: str, text: str) -> None:
     os.makedirs(os.path.dirname(os.path.join(root, path)), exist_ok=True)
     with open(os.path.join(root, path), "w", encoding="utf-8") as f:
         f.write(text)
-
-
-def _diff_after(repo: str, path: str, text: str) -> str:
-    """The git diff that turns `path` in a copy of `repo` into `text`."""
-    with tempfile.TemporaryDirectory() as scratch:
-        copy = os.path.join(scratch, "repo")
-        shutil.copytree(repo, copy)
-        _git(copy, "init", "-q")
-        _git(copy, "add", "-A")
-        _git(copy, "commit", "-q", "-m", "base")
-        _write(copy, path, text)
-        return _git(copy, "diff")
 
 
 def write_family(out: str, size: int = 8) -> str:
@@ -102,24 +84,22 @@ def write_family(out: str, size: int = 8) -> str:
     repo = os.path.join(out, "repo")
     if os.path.exists(repo):
         shutil.rmtree(repo)
-    _write(repo, POLICY, "MAX_ATTEMPTS = 1\n")
-    _write(repo, "retry/__init__.py", INIT)
-    _write(repo, "tests/test_policy.py", TESTS)
+    files = {POLICY: "MAX_ATTEMPTS = 1\n", "retry/__init__.py": INIT, TEST_FILE: TESTS}
+    for path, text in files.items():
+        _write(repo, path, text)
     records = []
     for n in sorted(STORIES)[:size]:
-        test = f"tests/test_policy.py::test_first_call_allows_{n}"
+        test = f"{TEST_FILE}::test_first_call_allows_{n}"
         records.append(
             {
                 "instance_id": f"family__attempts_{n}",
                 "repo": "swejax-family/retry",
                 "base_commit": "base",
                 "problem_statement": ISSUE.format(story=STORIES[n].format(n=n), n=n),
-                "patch": _diff_after(repo, POLICY, f"MAX_ATTEMPTS = {n}\n"),
-                "test_patch": _diff_after(
-                    repo, "tests/test_policy.py", TESTS + F2P_TEST.format(n=n)
-                ),
+                "patch": file_diff(POLICY, files[POLICY], f"MAX_ATTEMPTS = {n}\n"),
+                "test_patch": file_diff(TEST_FILE, TESTS, TESTS + F2P_TEST.format(n=n)),
                 "FAIL_TO_PASS": [test],
-                "PASS_TO_PASS": ["tests/test_policy.py::test_never_negative"],
+                "PASS_TO_PASS": [f"{TEST_FILE}::test_never_negative"],
                 "repo_dir": "repo",
             }
         )
