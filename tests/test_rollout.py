@@ -2,6 +2,7 @@
 
 import dataclasses
 import os
+import re
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from swejax.rollout import (
     RolloutRunner,
     ScriptedPolicy,
     demonstrate,
+    demonstration_env,
     demonstration_replies,
     read_trajectories,
     run_episode,
@@ -148,3 +150,27 @@ def test_demonstrations_are_laid_out_as_chat_and_resolve():
     assert not any(masked.loss_mask[start:end]) and all(
         masked.loss_mask[t.turns[1][0] : t.turns[1][1]]
     )
+
+
+def test_a_detour_demonstration_looks_around_first_and_still_resolves():
+    task = TASKS["swejax__b_paginator"]
+    env = EpisodeEnv("bwrap", ScaffoldConfig(max_turns=3), l_thr=2)
+    direct = demonstration_replies(task)
+    replies = demonstration_replies(task, detour=4)
+    assert replies[4:] == direct and len(direct) == 2
+    commands = [r.split("```command\n")[1].split("\n```")[0] for r in replies[:4]]
+    assert commands == ["ls", "wc -l pager/paginator.py", "ls pager", "ls"]
+    # The agent's turn limit (3) is too short for the detour; demonstrations get 6 turns.
+    long_env = demonstration_env(env, [task], detour=4)
+    assert long_env.scaffold.max_turns == 6 and env.scaffold.max_turns == 3
+    assert demonstration_env(env, [task], detour=0) is env  # no detour: the agent's limit
+    t = demonstrate(task, TOKENIZER, long_env, group=1, detour=4)
+    assert t.resolved and t.end_reason == "submitted" and t.num_turns == 6 and t.group == 1
+    assert not t.format_error_turns
+    steps = run_episode(task, ScriptedPolicy(replies, TOKENIZER), long_env, TOKENIZER).episode.steps
+    assert steps[0].observation.startswith("pager\ntests\n")  # the tools' own outputs
+    assert steps[2].observation.startswith("__init__.py\npaginator.py\n")
+    assert re.search(r"\b\d+ pager/paginator\.py\b", steps[1].observation)
+    # Under the agent's own limit the same replies run out of turns before the fix.
+    cut = demonstrate(task, TOKENIZER, env, group=1, detour=4)
+    assert not cut.resolved and cut.num_turns == 3 and cut.end_reason != "submitted"

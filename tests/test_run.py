@@ -157,6 +157,21 @@ def test_bad_task_selection_and_rft_source_are_clear_errors(tmp_path):
         train(ctx)
 
 
+def test_rft_detour_turns_demonstrates_each_task_twice_from_the_command_line(tmp_path):
+    from swejax.main import main
+    from swejax.rollout import read_trajectories
+
+    argv = [f"--config.run_dir={tmp_path}", "--config.name=d", f"--config.tasks.train={TASK}"]
+    argv += ["--config.rft.detour_turns=2", "--config.rft.epochs=1", "--config.eval.runs=0"]
+    argv += ["--config.dapo.iterations=0", "--config.scaffold.max_turns=2", "--config.dapo.l_thr=1"]
+    assert main(argv) == 0
+    direct, detour = read_trajectories(str(tmp_path / "d" / "trajectories" / "rft_00000.jsonl"))
+    assert (direct.task_id, direct.group, detour.task_id, detour.group) == (TASK, 0, TASK, 1)
+    # Both resolve: the detour's two look-around turns did not count against the agent's 2.
+    assert direct.resolved and detour.resolved and detour.num_turns == direct.num_turns + 2
+    assert main([*argv, "--config.rft.detour_turns=-1"]) == 2
+
+
 @pytest.mark.slow
 def test_eval_mode_scores_a_run_and_writes_predictions(tmp_path, capsys):
     from swejax.main import main

@@ -253,10 +253,13 @@ class RftConfig:
     warmup_steps: int = 10
     weight_decay: float = 0.1
     mask_format_errors: bool = True  # turns with a format error stay in context, out of the loss
+    # Demonstrations only: when > 0, each task is also demonstrated the long way, after this
+    # many turns that only read the code; all demonstrations then get the turns they need.
+    detour_turns: int = 0
 
     def __post_init__(self) -> None:
         _positive(self, "attempts", "epochs", "batch_size", "learning_rate")
-        _at_least(self, 0, "warmup_steps", "weight_decay")
+        _at_least(self, 0, "warmup_steps", "weight_decay", "detour_turns")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,7 +8,7 @@ stepped beside decoding, and the `Trajectory` records they produce.
 """
 
 from swejax.config import RolloutConfig
-from swejax.rollout._demo import demonstrate, demonstration_replies
+from swejax.rollout._demo import demonstrate, demonstration_env, demonstration_replies
 from swejax.rollout._episode import (
     EpisodeEnv,
     EpisodeResult,
@@ -31,6 +31,7 @@ __all__ = [
     "ScriptedPolicy",
     "Trajectory",
     "demonstrate",
+    "demonstration_env",
     "demonstration_replies",
     "observation_ids",
     "prompt_ids",

@@ -36,6 +36,7 @@ from swejax.rollout import (
     RolloutStats,
     Trajectory,
     demonstrate,
+    demonstration_env,
     read_trajectories,
     write_trajectory,
 )
@@ -257,12 +258,15 @@ def rft(ctx: Context) -> RftRow:
     source = c.rft.source
     path = ctx.run.trajectory_file("rft", 0)
     if source == "demonstrations":
-        env = builder.episode_env(c)
-        jobs = [(task, 0) for task in ctx.train_tasks]
+        # Group 0 goes straight to the fix; group 1, with detours, looks at the code first.
+        detour = c.rft.detour_turns
+        env = demonstration_env(builder.episode_env(c), ctx.train_tasks, detour)
+        groups = (0, 1) if detour else (0,)
+        jobs = [(task, g) for task in ctx.train_tasks for g in groups]
         trajectories = []
         mine = processes.my_jobs(jobs)
-        for task, _ in reported(mine, "demonstrations", "episode", process=this_process()):
-            trajectories.append(demonstrate(task, ctx.built.tokenizer, env))
+        for task, g in reported(mine, "demonstrations", "episode", process=this_process()):
+            trajectories.append(demonstrate(task, ctx.built.tokenizer, env, g, detour * g))
             write_trajectory(path, trajectories[-1])
         order = processes.job_order(jobs)
     elif source == "policy":
