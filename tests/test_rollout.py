@@ -174,3 +174,28 @@ def test_a_detour_demonstration_looks_around_first_and_still_resolves():
     # Under the agent's own limit the same replies run out of turns before the fix.
     cut = demonstrate(task, TOKENIZER, env, group=1, detour=4)
     assert not cut.resolved and cut.num_turns == 3 and cut.end_reason != "submitted"
+
+
+def test_the_demo_leaves_dapo_one_choice_to_learn():
+    """The embedded default's recipe (docs/stability.md): under the agent's turn limit every
+    demo task's direct demonstration resolves at full reward and its detour runs out of turns,
+    and the two ways part at the first reply, with the same opening in every task."""
+    from swejax import builder
+    from swejax.config import load_config
+
+    config = load_config(None, [])
+    detour = config.rft.detour_turns
+    tasks = [TASKS[name] for name in config.tasks.train.split(",")]
+    env = builder.episode_env(config)
+    long_env = demonstration_env(env, tasks, detour)
+    openings = set()
+    for task in tasks:
+        direct = demonstrate(task, TOKENIZER, env, group=0)
+        assert direct.resolved and direct.reward == 1.0, task.instance_id
+        cut = demonstrate(task, TOKENIZER, env, group=1, detour=detour)
+        assert not cut.resolved and cut.end_reason == "turn_limit", task.instance_id
+        assert demonstrate(task, TOKENIZER, long_env, group=1, detour=detour).resolved
+        first = demonstration_replies(task, detour)[0]
+        assert first.split()[0] != demonstration_replies(task)[0].split()[0]
+        openings.add(first)
+    assert len(openings) == 1
