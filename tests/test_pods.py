@@ -201,9 +201,10 @@ def test_checkpoints_load_each_block_once_per_process_and_move_between_process_c
         assert np.array_equal(np.asarray(a), np.asarray(b))
 
 
-# The demo (the main job), cut to a minute: two tasks, RFT's optimizer steps, one DAPO iteration
-# that trains in two steps (a random model's episodes end at the turn limit or with the context
-# full, so rewards differ within a group), three evaluations.
+# The demo (the main job), cut to a minute: two tasks (each demonstrated straight and the long
+# way), RFT's optimizer steps, one DAPO iteration that trains in two steps (a random model's
+# episodes end at the turn limit or with the context full, so rewards differ within a group),
+# three evaluations.
 REDUCED = [
     "--config.tasks.train=swejax__b_mdtable_empty,swejax__b_paginator",
     "--config.rft.epochs=2",
@@ -309,7 +310,7 @@ def reference(tmp_path_factory):
     cache = root / "jax-compilation-cache"
     first = _one_process(root, cache)
     assert first.returncode == 0, first.stderr[-3000:]
-    assert "eval initial" in first.stdout and "rft            trained on 2 of 2" in first.stdout
+    assert "eval initial" in first.stdout and "rft            trained on 4 of 4" in first.stdout
     assert "iteration 0" in first.stdout and "eval it 1" in first.stdout
     run = root / "tiny"
     assert (run / "plots" / "training.png").exists() and (run / "report.html").exists()

@@ -43,6 +43,10 @@ def _config(tmp_path, iterations, **overrides):
         "rollout.max_reply_tokens": 48,
         "scaffold.max_turns": 2,
         "dapo.l_thr": 1,
+        # The run's mechanics, not the demo's recipe: one demonstration a task, evaluations
+        # before and after.
+        "rft.detour_turns": 0,
+        "eval.every": 0,
     }
     base.update(overrides)
     return load_config(None, [f"{k}={v}" for k, v in base.items()])
@@ -229,6 +233,7 @@ def _main_job(tmp_path, iterations, kill_at=""):
         "rollout.max_reply_tokens": 24,
         "scaffold.max_turns": 2,
         "dapo.l_thr": 1,
+        "rft.detour_turns": 0,
     }
     argv = [sys.executable, "-m", "swejax.main"]
     argv += [f"--config.{k}={v}" for k, v in overrides.items()]
