@@ -387,7 +387,7 @@ def test_a_section_refuses_a_bad_value_naming_its_key():
 
 def test_checks_across_sections():
     with pytest.raises(ConfigError, match=r"dapo.l_thr=4 must be .* scaffold.max_turns=4"):
-        load_config(None, ["dapo.l_thr=4"])
+        load_config(None, ["dapo.l_thr=4", "scaffold.max_turns=4"])
     with pytest.raises(ConfigError, match="rollout.temperature must be positive for DAPO"):
         load_config(None, ["rollout.temperature=0"])
     assert load_config(None, ["rollout.temperature=0", "dapo.iterations=0"]).dapo.iterations == 0
