@@ -202,11 +202,14 @@ def test_checkpoints_load_each_block_once_per_process_and_move_between_process_c
 
 
 # The demo (the main job), cut to a minute: two tasks (each demonstrated straight and the long
-# way), RFT's optimizer steps, one DAPO iteration that trains in two steps (a random model's
-# episodes end at the turn limit or with the context full, so rewards differ within a group),
-# three evaluations.
+# way), RFT's optimizer steps, one DAPO iteration that trains in two steps, three evaluations.
+# Four turns rather than the demo's three: then a random model's episodes end at the turn limit
+# or with the context full, so rewards differ within a group (in three turns every one ends at
+# the limit, and DAPO has nothing to train on).
 REDUCED = [
     "--config.tasks.train=swejax__b_mdtable_empty,swejax__b_paginator",
+    "--config.scaffold.max_turns=4",
+    "--config.dapo.l_thr=3",
     "--config.rft.epochs=2",
     "--config.dapo.iterations=1",
     "--config.dapo.tasks_per_iteration=2",
