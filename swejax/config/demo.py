@@ -7,7 +7,7 @@ A random 336k-parameter model is evaluated on four built-in tasks, learns from t
 demonstrations per task written through the scaffold (RFT): one straight to the fix, one that
 looks around for three turns first. The agent has three turns, so the long way always runs
 out of them; three DAPO iterations of real episodes in bubblewrap teach the policy to go
-straight. Every phase is evaluated (16 runs per task); about 6 minutes on 2 idle cores. Every
+straight. Every phase is evaluated (16 runs per task); about 5 minutes on 2 idle cores. Every
 value set here differs from the paper's (the section defaults) to fit that budget. Why this
 recipe, and what DAPO does past it: docs/stability.md.
 """

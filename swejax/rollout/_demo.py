@@ -12,15 +12,12 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import posixpath
-import re
 
 from swejax.env.scaffold import patch_commands
 from swejax.rollout._episode import EpisodeEnv, run_episode
 from swejax.rollout._policy import ScriptedPolicy
 from swejax.rollout._trajectory import Trajectory
-from swejax.tasks import Task
-
-_FIRST_FILE = re.compile(r"(?m)^diff --git a/\S+ b/(\S+)$")
+from swejax.tasks import Task, patch_files
 
 
 def detour_replies(task: Task, turns: int) -> list[str]:
@@ -29,10 +26,10 @@ def detour_replies(task: Task, turns: int) -> list[str]:
     its folder, and round again."""
     if turns <= 0:
         return []
-    match = _FIRST_FILE.search(task.patch)
-    if match is None:
+    files = patch_files(task.patch)  # before the fix: a renamed file's old name
+    if not files:
         raise ValueError(f"{task.instance_id}: its gold patch changes no file")
-    path = match.group(1)
+    path = files[0]
     looks = (
         ("Let me list the files first.", "ls"),
         ("Let me see how long the file is.", f"wc -l {path}"),

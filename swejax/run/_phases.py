@@ -266,7 +266,7 @@ def rft(ctx: Context) -> RftRow:
         trajectories = []
         mine = processes.my_jobs(jobs)
         for task, g in reported(mine, "demonstrations", "episode", process=this_process()):
-            trajectories.append(demonstrate(task, ctx.built.tokenizer, env, g, detour * g))
+            trajectories.append(demonstrate(task, ctx.built.tokenizer, env, g, detour if g else 0))
             write_trajectory(path, trajectories[-1])
         order = processes.job_order(jobs)
     elif source == "policy":
