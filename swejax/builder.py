@@ -4,10 +4,10 @@
     engine = build_engine(built, temperature=1.0, seed=0)
     runner = build_runner(built, engine)       # rollouts over the engine's slots
     trainer = build_trainer(built, "dapo")     # the DAPO optimizer step on the same weights
-    spec = plan_spec(config, devices=128)      # what tools/plan_memory.py compiles
 
-Every mode (train, eval, check, convert, validate-tasks) and the memory planner build through
-these functions, so a config means the same thing everywhere. A bad input (a checkpoint that is
+Every mode (train, eval, check, convert, validate-tasks) builds through these functions, and
+the memory planner reads the same sections (`swejax.memory_plan.plan_spec`), so a config means
+the same thing everywhere. A bad input (a checkpoint that is
 not there, a mesh that does not divide the devices, a missing sandbox runtime) is a
 `BuildError`, one line for the user.
 """
@@ -52,6 +52,8 @@ class Built:
     mesh: Any  # jax.sharding.Mesh
     model: Any  # swejax.models.Qwen2, its weights on the mesh
     tokenizer: Any
+    # Where decoding runs (swejax.sampling.RolloutLayout), None: over the training layout.
+    layout: Any = None
 
     @property
     def model_config(self):
@@ -130,8 +132,19 @@ def build(config: Config) -> Built:
     distributed.start(config.distributed)
     distributed.check_same_config(config)
     mesh = make_mesh(config)
+    layout = rollout_layout(config, mesh)
     model = build_model(config, mesh)
-    return Built(config, mesh, model, load_tokenizer(config, model.cfg.vocab_size))
+    return Built(config, mesh, model, load_tokenizer(config, model.cfg.vocab_size), layout)
+
+
+def rollout_layout(config: Config, mesh):
+    """The devices decoding runs on (`engine.layout`): the rollout layout over the training
+    mesh's devices, or None to decode over the training layout."""
+    from swejax.sampling import rollout_layout as layout_of
+
+    if config.engine.layout == "training":
+        return None
+    return from_user_input("config.engine", layout_of, mesh, config.engine.tensor)
 
 
 # --- tasks and sandboxes -------------------------------------------------------------------
@@ -182,8 +195,12 @@ def build_engine(
     top_p: float = 1.0,
     repetition_penalty: float = 1.0,
     seed=0,
+    training: bool = True,
 ):
-    """An engine over the model's own weights, compiled for every page bucket."""
+    """An engine on the run's decode layout: this process's share of `engine.num_slots` and
+    `engine.num_pages` (sized to the device memory where 0: `engine_config`) on the rollout
+    layout's devices, or all of them over the training mesh. It decodes the weights a phase
+    gives it (`decode_weights`, then `Engine.use_weights` and `warm_up`)."""
     from swejax.sampling import Engine, SamplingParams
     from swejax.tokenizer import im_end_id
 
@@ -191,13 +208,61 @@ def build_engine(
         "bad decoding options", SamplingParams, temperature, top_k, top_p, repetition_penalty
     )
     engine_config = dataclasses.replace(
-        built.config.engine, stop_tokens=(im_end_id(built.tokenizer),)
+        engine_config_of(built, training), stop_tokens=(im_end_id(built.tokenizer),)
     )
+    mesh = built.mesh if built.layout is None else built.layout.mesh
+    return from_user_input(
+        "config.engine", Engine, built.model, engine_config, sampling, mesh=mesh, seed=seed
+    )
+
+
+def engine_config_of(built: Built, training: bool = True):
+    """The engine section with its sizes resolved (`swejax.memory_plan.fit_engine`, from the
+    device memory `engine.memory_gib` or what the device reports, beside the training state:
+    with its optimizer moments if `training`) and, on the rollout layout, cut to this
+    process's share: each process decodes its own slots over its own pages."""
+    import jax
+
+    from swejax import memory_plan
+
+    config = built.config
+    spec = memory_plan.plan_spec(config, jax.device_count())
+    shape = memory_plan.decode_shape(spec, jax.local_device_count())
+    state = memory_plan.state_bytes(spec, with_optimizer=training)
     engine = from_user_input(
-        "config.engine", Engine, built.model, engine_config, sampling, mesh=built.mesh, seed=seed
+        "config.engine", memory_plan.fit_engine, spec, shape, state, device_memory(config)
     )
-    engine.warm_up()
-    return engine
+    processes = jax.process_count()
+    if built.layout is None or processes == 1:
+        return engine
+    for name, total in (("num_slots", engine.num_slots), ("num_pages", engine.pool_pages)):
+        if total % processes:
+            raise BuildError(
+                f"engine.{name}={total} does not split evenly over the {processes} processes, "
+                "each of which decodes its own share on its own devices"
+            )
+    return dataclasses.replace(
+        engine, num_slots=engine.num_slots // processes, num_pages=engine.pool_pages // processes
+    )
+
+
+def device_memory(config: Config) -> int | None:
+    """Bytes of one device's memory the engine sizes itself for: `engine.memory_gib`, else what
+    the device reports (a GPU or TPU; None on a CPU)."""
+    import jax
+
+    if config.engine.memory_gib:
+        return int(config.engine.memory_gib * 2**30)
+    stats = jax.local_devices()[0].memory_stats() or {}
+    return stats.get("bytes_limit")
+
+
+def decode_weights(built: Built):
+    """The weights a phase decodes: the copy in the rollout layout (`swejax.sampling.
+    decode_weights`; collective), or None to decode the training state in place."""
+    from swejax.sampling import decode_weights as copy_of
+
+    return None if built.layout is None else copy_of(built.model, built.layout)
 
 
 def build_runner(built: Built, engine, runtime: str | None = None):
@@ -232,11 +297,7 @@ def build_trainer(built: Built, phase: str, num_sequences: int = 0):
 def _objective(config: Config, phase: str):
     from swejax.train import Objective
 
-    if phase == "rft":
-        return Objective("sft")
-    if phase == "dapo":
-        return Objective("dapo", config.dapo.eps_low, config.dapo.eps_high)
-    raise ValueError(f"unknown phase {phase!r}; rft or dapo")
+    return Objective.of_phase(phase, config.dapo.eps_low, config.dapo.eps_high)
 
 
 def check_row_length(config: Config, mesh) -> None:
@@ -250,38 +311,3 @@ def check_row_length(config: Config, mesh) -> None:
             f"context={context}: the zigzag layout needs a multiple of {2 * context} "
             "(set train.row_length or engine.capacity)"
         )
-
-
-def batch_rows(config: Config, phase: str, batch_shards: int) -> int:
-    """Packed rows of one optimizer step at most: one trajectory per row, rounded up to a
-    power of two times micro-batches x batch shards, as the loop packs them."""
-    from swejax.run import row_count_for
-
-    trajectories = config.rft.batch_size if phase == "rft" else config.dapo.batch_size
-    return row_count_for(trajectories, config.train.micro_batches * batch_shards)
-
-
-def plan_spec(config: Config, devices: int, phase: str | None = None):
-    """The memory plan of the run `config` trains: its model, its mesh over `devices`, its
-    rows, its micro-batches and its engine (`swejax.memory_plan`). `phase` defaults to DAPO,
-    or RFT for a run without DAPO iterations."""
-    from swejax.memory_plan import PlanSpec
-    from swejax.sharding import MeshError, resolve_mesh_shape
-
-    phase = phase or ("dapo" if config.dapo.iterations else "rft")
-    try:
-        mesh = resolve_mesh_shape(config.mesh.shape(), devices)
-    except MeshError as error:
-        raise BuildError(f"config.mesh: {error}") from error
-    shards = mesh["data"] * mesh["fsdp"]
-    rows = batch_rows(config, phase, shards)
-    micro = config.train.micro_batches
-    return PlanSpec(
-        model=model_config(config, check_backend=False),
-        mesh=mesh,
-        seq=config.row_length,
-        micro_batch_rows=rows // (micro * shards),
-        micro_batches=micro,
-        engine=config.engine,
-        objective=_objective(config, phase),
-    )

@@ -368,9 +368,13 @@ def test_moved_keys_still_work_in_config_files(tmp_path):
 
 def test_a_section_refuses_a_bad_value_naming_its_key():
     with pytest.raises(
-        ConfigError, match=r"^config key 'engine.num_slots' must be positive, got 0$"
+        ConfigError, match=r"^config key 'engine.num_slots' must be at least 0, got -1$"
     ):
-        load_config(None, ["engine.num_slots=0"])
+        load_config(None, ["engine.num_slots=-1"])
+    with pytest.raises(
+        ConfigError, match=r"^config key 'engine.layout' must be one of rollout, training, "
+    ):
+        load_config(None, ["engine.layout=pod"])
     with pytest.raises(ConfigError, match="mesh axis sizes must be positive or -1"):
         load_config(None, ["mesh.tensor=0"])
     with pytest.raises(ConfigError, match="at most one mesh axis may be -1"):

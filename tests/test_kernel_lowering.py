@@ -165,7 +165,7 @@ def test_model_gradient_lowers_with_the_kernels(backend, attention, mesh_shape, 
 def test_engine_decode_step_lowers_with_the_decode_kernel(backend):
     """The engine's decode program (sampling loop and all) on an fsdp=4 x tensor=2 mesh: the
     paged decode kernel per device's slots, pages and KV heads, and no other attention."""
-    from swejax.sampling import DecodeProgram, Engine, EngineConfig, SamplingParams
+    from swejax.sampling import Engine, EngineConfig, SamplingParams
 
     cfg = preset("tiny", vocab_size=128, num_layers=2, attention="flash", dtype="bfloat16")
     mesh = make_mesh(fsdp=4, tensor=2)
@@ -173,17 +173,9 @@ def test_engine_decode_step_lowers_with_the_decode_kernel(backend):
         model = place_state(build_model(cfg, seed=0), mesh)
     config = EngineConfig(num_slots=4, capacity=64, page_size=16, chunk=8, steps_per_call=4)
     engine = Engine(model, config, SamplingParams(temperature=1.0), mesh=mesh)
-    program = DecodeProgram(
-        engine._graphdef,
-        visible_pages=config.pages_per_slot,
-        num_steps=config.steps_per_call,
-        sampling=engine.sampling,
-        stop_tokens=config.stop_tokens,
-        split_layer_weights=config.split_layer_weights,
-    )
-    args = (program, *engine.decode_arguments(config.pages_per_slot))
     platform, _ = PLATFORMS[backend]
-    with lowering_for(backend), activation_mesh(mesh):
-        lowered = engine._decode.trace(*args).lower(lowering_platforms=(platform,))
+    with lowering_for(backend):
+        traced = engine.trace_decode(config.pages_per_slot)
+        lowered = traced.lower(lowering_platforms=(platform,))
     kernels = _kernels(lowered.as_text(), backend)
     assert list(kernels) == ["paged_decode_attention"]

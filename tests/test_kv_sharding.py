@@ -4,25 +4,20 @@ reads and writes stay on the shard, and the results equal the unsharded engine's
 import re
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 from test_hf_parity import randomize
 
 from swejax.models import build_model, place_state, preset
 from swejax.sampling import (
-    ContextFull,
-    DecodeProgram,
     Engine,
     EngineConfig,
     SamplingParams,
     StopReason,
 )
-from swejax.sampling._programs import IngestProgram
-from swejax.sharding import activation_mesh, make_mesh
+from swejax.sharding import make_mesh
 
 TOL = 1e-4
 # 8 slots, 2 per shard on 4 batch shards; 64 pages of 4 tokens, 16 per shard.
@@ -84,16 +79,7 @@ def _kv_collectives(hlo: str, head_dim: int) -> list[str]:
 
 def _lowered_decode(engine, mesh):
     """The engine's decode program lowered for 4 visible pages (not run)."""
-    with activation_mesh(mesh):
-        program = DecodeProgram(
-            engine._graphdef,
-            visible_pages=4,
-            num_steps=CONFIG.steps_per_call,
-            sampling=engine.sampling,
-            stop_tokens=(),
-            split_layer_weights=True,
-        )
-        return engine._decode.lower(program, *engine.decode_arguments(4))
+    return engine.trace_decode(4).lower()
 
 
 @pytest.mark.parametrize("mesh_name", list(MESHES))
@@ -129,22 +115,8 @@ def test_decode_and_ingest_move_no_keys_or_values(model):
     mesh = make_mesh(data=1, fsdp=4, tensor=2)
     sharded = place_state(model, mesh)
     engine = Engine(sharded, CONFIG, SamplingParams(temperature=1.0), mesh, 0)
-    params = nnx.state(sharded)
     decode = _lowered_decode(engine, mesh)
-    with activation_mesh(mesh):
-        width = 4  # ingest_rows=3 over 4 shards: one row each
-        rows = (
-            np.zeros((width, CONFIG.chunk), np.int32),
-            np.zeros(width, np.int32),
-            np.zeros(width, np.int32),
-            np.zeros((width, 4), np.int32),
-        )
-        ingest = engine._ingest.lower(
-            IngestProgram(engine._graphdef, visible_pages=4),
-            params,
-            engine.state,
-            *(engine._global(x) for x in rows),
-        )
+    ingest = engine.trace_ingest(4).lower()  # ingest_rows=3 over 4 shards: one row each
     head_dim = model.cfg.head_dim
     for program in (decode, ingest):
         assert _kv_collectives(program.compile().as_text(), head_dim) == []
@@ -170,33 +142,44 @@ def test_decode_on_a_context_mesh_moves_no_pages(model):
         assert f"= {attention_out}" in line and " all-gather(" in line, line
 
 
-@pytest.mark.slow
-def test_a_shard_out_of_pages_ends_only_its_own_slots(model):
-    mesh = make_mesh(data=1, fsdp=4, tensor=2)
-    config = EngineConfig(num_slots=8, capacity=64, page_size=4, num_pages=12, chunk=4)
+def _two_shards_busy(model, mesh, num_pages: int):
+    """Slots 0 and 1 (shard 0) and 2 (shard 1) sample 10, 10 and 6 tokens; with 4 pages per
+    shard, shard 0 holds one of its two sequences at a time. Tokens per slot, the residency of
+    slots 0 and 1 after the first call, and free pages after it."""
+    config = EngineConfig(
+        num_slots=8, capacity=16, page_size=4, num_pages=num_pages, chunk=4, steps_per_call=8
+    )
     engine = Engine(place_state(model, mesh), config, SamplingParams(temperature=1.0), mesh, 1)
-    prompt = list(range(1, 10))
-    engine.prefill(0, prompt)  # 9 tokens: all 3 pages of shard 0
-    engine.prefill(2, [4, 5])  # shard 1
-    assert engine.free_pages() == 12 - 3 - 1
-    engine.start_turn(0, 20)
-    engine.start_turn(2, 6)
-    result = engine.decode(8)
-    assert result.stopped[0] and result.reasons[0] == StopReason.OUT_OF_PAGES
-    assert engine.length(0) == 3 * 4 + 1
-    assert result.stopped[2] and result.reasons[2] == StopReason.BUDGET
-    assert len(result.tokens[2]) == 6
-    sequence = prompt + result.tokens[0].tolist()
-    logits = np.asarray(model(jnp.asarray([sequence], jnp.int32)))[0]
-    expected = np.asarray(jax.nn.log_softmax(logits, axis=-1))
-    for i, (token, logprob) in enumerate(zip(result.tokens[0], result.logprobs[0], strict=True)):
-        assert abs(expected[len(prompt) - 1 + i, token] - logprob) <= TOL
-    assert engine.free_pages() == 6  # slot 2 took shard 1's pages for its 8 steps
-    with pytest.raises(ContextFull, match="no free page left for slot 1"):
-        engine.prefill(1, [1, 2])  # shard 0 is dry
-    engine.prefill(4, [1, 2, 3, 4])  # shards 2 and 3 are untouched
-    engine.prefill(7, list(range(12)))
-    assert engine.free_pages() == 6 - 1 - 3
+    engine.prefill_many([(0, [1, 2, 3, 4, 5]), (1, [6, 7, 8, 9, 10]), (2, [4, 5])], [0, 1, 2])
+    for slot, budget in ((0, 10), (1, 10), (2, 6)):
+        engine.start_turn(slot, budget)
+    tokens: dict[int, list[int]] = {0: [], 1: [], 2: []}
+    first = None
+    while len(tokens[0]) < 10 or len(tokens[1]) < 10 or len(tokens[2]) < 6:
+        result = engine.decode()
+        for slot in tokens:
+            tokens[slot] += result.tokens[slot].tolist()
+            assert not result.stopped[slot] or result.reasons[slot] == StopReason.BUDGET
+        if first is None:
+            first = ([engine.resident(s) for s in (0, 1)], engine.free_pages())
+    return tokens, first, engine.preemption
+
+
+@pytest.mark.slow
+def test_a_shard_out_of_pages_preempts_only_its_own_slots(model):
+    """Shard 0's pool holds one of its two sequences: the younger waits swapped out (its keys
+    and values split over tensor=2 on the way out and back) and samples what it samples with
+    room; shard 1 never notices."""
+    mesh = make_mesh(data=1, fsdp=4, tensor=2)
+    roomy, (resident, _), nothing = _two_shards_busy(model, mesh, num_pages=32)
+    tight, (resident_tight, free), moved = _two_shards_busy(model, mesh, num_pages=16)
+    assert nothing.preemptions == 0 and resident == [True, True]
+    assert tight == roomy
+    assert resident_tight == [True, False] and moved.preemptions >= 1
+    # Shard 0 is full (slot 0's 13 tokens: 4 pages), shard 1 holds slot 2's 10 (3 pages),
+    # shards 2 and 3 are untouched: 0 + 1 + 4 + 4 free.
+    assert free == 9
+    assert moved.swapped_in_tokens == 4  # slot 1 came back with its prompt's cached tokens
 
 
 def test_a_pool_that_does_not_split_evenly_is_refused(model):

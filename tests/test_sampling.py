@@ -247,27 +247,71 @@ def test_sharded_engine_equals_unsharded_without_recompiling(model):
             np.testing.assert_allclose(a.logprobs[slot], b.logprobs[slot], atol=TOL)
 
 
-@pytest.mark.slow
-def test_pages_follow_the_tokens_and_an_exhausted_pool_ends_a_turn_cleanly(model):
-    config = EngineConfig(num_slots=2, capacity=64, page_size=4, num_pages=6, chunk=4)
+def _preempted_pair(model, num_pages: int):
+    """Two sequences of 20 sampled tokens each (streams 5, 6) in a 2-slot engine whose pool
+    holds one whole sequence (8 pages) or both; then slot 0 takes an observation and samples
+    6 more. Tokens, log-probabilities, which slots were resident after each call, and the
+    engine's preemption counts."""
+    config = EngineConfig(
+        num_slots=2, capacity=40, page_size=4, num_pages=num_pages, chunk=4, steps_per_call=8
+    )
     engine = Engine(model, config, SamplingParams(temperature=1.0), seed=1)
-    engine.prefill(0, list(range(1, 10)))  # 9 tokens: 3 pages
-    assert engine.free_pages() == 3
-    engine.start_turn(0, 40)
-    result = engine.decode(30)
-    # 3 more pages hold 12 more rows: the turn stops when the pool is dry, not at capacity.
-    assert result.stopped[0] and result.reasons[0] == StopReason.OUT_OF_PAGES
-    assert engine.length(0) == 6 * 4 + 1 and engine.free_pages() == 0
-    sequence = list(range(1, 10)) + result.tokens[0].tolist()
-    expected = _log_softmax_of_forward(model, sequence)
-    for i, (token, logprob) in enumerate(zip(result.tokens[0], result.logprobs[0], strict=True)):
-        assert abs(expected[8 + i, token] - logprob) <= TOL
-    with pytest.raises(ContextFull, match="no free page"):
-        engine.prefill(1, [1, 2, 3, 4, 5])
-    engine.free(0)
-    assert engine.free_pages() == 6
-    engine.prefill(1, [1, 2, 3, 4, 5])
-    assert engine.free_pages() == 4
+    prompts = {0: list(range(1, 10)), 1: list(range(20, 29))}
+    engine.prefill_many(list(prompts.items()), [5, 6])
+    tokens, logprobs, resident = {0: [], 1: []}, {0: [], 1: []}, []
+
+    def turn(slots, budget):
+        for slot in slots:
+            engine.start_turn(slot, budget)
+        running = set(slots)
+        while running:
+            result = engine.decode()
+            resident.append([engine.resident(s) for s in (0, 1)])
+            for slot in (0, 1):
+                tokens[slot] += result.tokens[slot].tolist()
+                logprobs[slot] += result.logprobs[slot].tolist()
+                if result.stopped[slot]:
+                    assert result.reasons[slot] == StopReason.BUDGET
+                    running.discard(slot)
+
+    turn((0, 1), 20)
+    engine.extend(0, [7, 8, 9])
+    turn((0,), 6)
+    sequences = {s: prompts[s] + tokens[s][:20] for s in (0, 1)}
+    sequences[0] += [7, 8, 9] + tokens[0][20:]
+    return sequences, logprobs, resident, engine.preemption
+
+
+@pytest.mark.slow
+def test_a_dry_pool_preempts_and_the_preempted_draw_what_they_would_have(model):
+    """With room for one sequence, the older takes the pool and the younger waits swapped out
+    (its turn neither ends nor truncates), then comes back bit for bit: the same tokens as with
+    room for both, and log-probabilities that a forward pass over the whole sequence gives."""
+    roomy, roomy_logprobs, roomy_resident, nothing = _preempted_pair(model, num_pages=20)
+    tight, tight_logprobs, resident, moved = _preempted_pair(model, num_pages=10)
+    assert nothing.preemptions == 0 and all(all(r) for r in roomy_resident)
+    assert tight == roomy
+    # Both fit the first call (17 tokens each); then slot 1 (younger) gave way to slot 0, which
+    # finished its turn and gave way to slot 1; slot 0 came back for its observation, pushing
+    # out slot 1, idle by then: three moves out (16, 28, 28 cached tokens), two back in.
+    assert resident == [[True, True], [True, False], [True, False], [False, True]] + [
+        [False, True],
+        [True, False],
+    ]
+    assert moved.preemptions == 3
+    assert moved.swapped_out_tokens == 16 + 28 + 28 and moved.swapped_in_tokens == 16 + 28
+    for slot in (0, 1):
+        np.testing.assert_allclose(tight_logprobs[slot], roomy_logprobs[slot], atol=1e-5)
+        expected = _log_softmax_of_forward(model, tight[slot])
+        sampled = [i for i in range(9, len(tight[slot])) if not (slot == 0 and 29 <= i < 32)]
+        for position, logprob in zip(sampled, tight_logprobs[slot], strict=True):
+            assert abs(expected[position - 1, tight[slot][position]] - logprob) <= TOL
+
+
+def test_a_pool_smaller_than_one_sequence_is_refused_at_start(model):
+    config = EngineConfig(num_slots=2, capacity=64, page_size=4, num_pages=15)
+    with pytest.raises(ValueError, match="fewer than one sequence of capacity 64 needs"):
+        Engine(model, config)
 
 
 @pytest.mark.slow

@@ -15,7 +15,7 @@ from swejax.config import EngineConfig, RolloutConfig, ScaffoldConfig
 from swejax.env.grading import GradeResult
 from swejax.env.sandbox import bwrap_available
 from swejax.rollout import EpisodeEnv, RolloutRunner
-from swejax.sampling import DecodeResult, StopReason, stream_id
+from swejax.sampling import DecodeResult, Fed, Preemption, StopReason, stream_id
 from swejax.tasks import builtin_tasks
 from swejax.tokenizer import im_end_id, load_tokenizer
 
@@ -30,10 +30,16 @@ TASKS = builtin_tasks()[:3]
 
 
 class ScriptedEngine:
-    """The engine's slot API over host lists: every reply is `reply_text`, sampled at once."""
+    """The engine's slot API over host lists: every reply is `reply_text`, sampled at once.
+    With `defer_first`, each prompt and observation is deferred the first time it is fed (as
+    a pool without room does)."""
 
-    def __init__(self, num_slots: int, capacity: int, reply_text: str):
+    collective = False
+
+    def __init__(self, num_slots: int, capacity: int, reply_text: str, defer_first=False):
         self.config = EngineConfig(num_slots=num_slots, capacity=capacity, stop_tokens=(IM_END,))
+        self.preemption = Preemption()
+        self.defer_first, self.deferred = defer_first, []
         self.reply = [*TOKENIZER.encode(reply_text, add_special_tokens=False), IM_END]
         self.lengths = [0] * num_slots
         self.budget: dict[int, int] = {}
@@ -50,7 +56,13 @@ class ScriptedEngine:
     def local_slots(self):
         return tuple(range(self.config.num_slots))
 
-    def feed(self, starts, extends) -> set[int]:
+    def feed(self, starts, extends) -> Fed:
+        if self.defer_first:
+            fresh = [(s, list(ids)) for s, ids, *_ in [*starts, *extends]]
+            fresh = [r for r in fresh if r not in self.deferred]
+            if fresh:
+                self.deferred += fresh
+                return Fed(frozenset(), frozenset(slot for slot, _ in fresh))
         refused = set()
         for slot, ids, stream in starts:
             self.calls.append(("prefill", slot))
@@ -61,7 +73,7 @@ class ScriptedEngine:
             self.calls.append(("extend", slot))
             if not self._fill(slot, ids, self.lengths[slot]):
                 refused.add(slot)
-        return refused
+        return Fed(frozenset(refused), frozenset())
 
     def length(self, slot) -> int:
         return self.lengths[slot]
@@ -125,6 +137,17 @@ def test_every_job_runs_on_the_slots_and_alternation_gives_the_same_episodes():
     assert [(t.task_id, t.group) for t in overlapped] == [(t.instance_id, g) for t, g in jobs]
     expected = {stream_id(t.instance_id, g) for t, g in jobs}
     assert set(engine.streams) == expected and len(engine.streams) == 6
+
+
+def test_what_the_pool_defers_is_fed_again_and_the_episodes_are_the_same():
+    jobs = [(task, group) for task in TASKS[:2] for group in range(2)]
+    reply = "Look first.\n```command\nls\n```"
+    plain, _ = _runner(ScriptedEngine(2, 4096, reply)).run(jobs)
+    engine = ScriptedEngine(2, 4096, reply, defer_first=True)
+    deferred, _ = _runner(engine).run(jobs)
+    assert len(engine.deferred) == 4 * 2  # each prompt and each observation, once
+    assert [t.tokens for t in deferred] == [t.tokens for t in plain]
+    assert all(t.end_reason == "turn_limit" for t in deferred)
 
 
 def test_jobs_must_be_distinct_and_the_draw_names_the_streams():

@@ -6,7 +6,7 @@
 
 The run is the config, as `python -m swejax.main` takes it (`--config=FILE`, `--config.KEY=VALUE`
 overrides; without --config the embedded default): its model, mesh, row length, micro-batches,
-optimizer step and engine (`swejax.builder.plan_spec`). The tool compiles the Trainer's step
+optimizer step and engine (`swejax.memory_plan.plan_spec`). The tool compiles the Trainer's step
 (`swejax.train.jit_train_step`) and the engine's decode program ahead of time for `--devices`
 fake CPU devices, or with the TPU compiler for a `--topology` slice, from abstract parameters and
 optimizer state (a 72B model is never allocated), and prints XLA's per-device memory next to an

@@ -20,6 +20,7 @@ from typing import ClassVar
 DTYPES = ("float32", "bfloat16")
 RUNTIMES = ("bwrap", "docker")
 PI_OLD = ("sampler", "recompute")
+LAYOUTS = ("rollout", "training")
 # A field with this metadata is filled in by the builder (from the tokenizer, say), not set in
 # a config: it has no config key.
 NOT_A_KEY = {"config_key": False}
@@ -172,12 +173,26 @@ class EngineConfig:
     """The generation engine: slots over one paged KV cache (swejax.sampling)."""
 
     KEY: ClassVar[str] = "engine"
-    num_slots: int = 64  # episodes decoding at once
+    # Where decoding runs (swejax.sampling._layout): "rollout", a copy of the weights in the
+    # compute dtype laid out for decoding (tensor parallelism inside a host, every other device
+    # a replica, each process decoding its own slots: no collective across hosts), made before
+    # each phase that samples and dropped before training; or "training", over the training
+    # state itself (no copy, but a step gathers FSDP-split weights across hosts).
+    layout: str = "rollout"
+    tensor: int = 0  # devices per rollout replica; 0: the training mesh's tensor, cut to a host
+    # Episodes decoding at once over all processes (more than the pool holds at once wait
+    # preempted, their keys and values on the host); 0: as many as the pool holds at
+    # `episode_tokens` each.
+    num_slots: int = 64
     capacity: int = 65_536  # longest sequence a slot holds, prompt and replies together
     page_size: int = 64  # tokens per KV page
     # Pages in the pool over all batch shards (a multiple of their number: each shard owns
-    # num_pages / shards of them); 0: enough for every slot at full capacity.
+    # num_pages / shards of them); 0: as many as the device memory holds beside the training
+    # state and the decode copy (`memory_gib`), or, where that is unknown (a CPU), every slot
+    # at full capacity.
     num_pages: int = 0
+    memory_gib: float = 0.0  # device memory to size the pool for; 0: what the device reports
+    episode_tokens: int = 0  # what an episode is expected to reach, for num_slots=0; 0: capacity/2
     chunk: int = 512  # tokens per slot per ingest call (at most the capacity)
     # Slots fed together by one ingest call; on a mesh, rounded up to a multiple of the batch
     # shards (each shard's rows come from its own slots).
@@ -190,9 +205,9 @@ class EngineConfig:
     stop_tokens: tuple[int, ...] = dataclasses.field(default=(), metadata=NOT_A_KEY)
 
     def __post_init__(self) -> None:
-        _positive(self, "num_slots", "capacity", "page_size", "chunk", "ingest_rows")
-        _positive(self, "steps_per_call")
-        _at_least(self, 0, "num_pages")
+        _positive(self, "capacity", "page_size", "chunk", "ingest_rows", "steps_per_call")
+        _at_least(self, 0, "num_slots", "num_pages", "tensor", "memory_gib", "episode_tokens")
+        _one_of(self, "layout", LAYOUTS)
 
     @property
     def pages_per_slot(self) -> int:

@@ -1,6 +1,6 @@
 """Per-device memory of a training run, planned before any hardware is reserved.
 
-Two views of the run a config trains (`swejax.builder.plan_spec`): its train step (the
+Two views of the run a config trains (`plan_spec`): its train step (the
 Trainer's own `jit_train_step`) and the rollout beside it (the engine's decode program and KV
 pool).
 
@@ -32,9 +32,21 @@ from swejax.memory_plan._compile import (
     compile_train_step,
 )
 from swejax.memory_plan._report import PlanOptions, format_report, plan
+from swejax.memory_plan._rollout import (
+    HEADROOM,
+    DecodeShape,
+    decode_shape,
+    fit_engine,
+    page_bytes,
+    rollout_items,
+    state_bytes,
+)
+from swejax.memory_plan._spec import batch_rows, plan_spec
 
 __all__ = [
     "BATCH_DTYPES",
+    "HEADROOM",
+    "DecodeShape",
     "GIB",
     "Breakdown",
     "CompileOutOfMemory",
@@ -46,11 +58,18 @@ __all__ = [
     "abstract_batch",
     "abstract_mesh",
     "abstract_train_state",
+    "batch_rows",
     "analytic_breakdown",
     "compile_attention",
     "compile_decode_step",
     "compile_train_step",
+    "decode_shape",
+    "fit_engine",
     "format_report",
     "local_elements",
+    "page_bytes",
     "plan",
+    "plan_spec",
+    "rollout_items",
+    "state_bytes",
 ]

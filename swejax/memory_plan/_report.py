@@ -19,7 +19,6 @@ import contextlib
 import dataclasses
 import resource
 
-from swejax import builder
 from swejax.config import Config
 from swejax.errors import UserError
 from swejax.memory_plan._analytic import GIB, analytic_breakdown
@@ -29,6 +28,7 @@ from swejax.memory_plan._compile import (
     compile_decode_step,
     compile_train_step,
 )
+from swejax.memory_plan._spec import plan_spec
 from swejax.models.attention import check_attention
 from swejax.models.attention_impls import ATTENTION_IMPLS, attention_impl
 from swejax.sharding import make_mesh
@@ -166,7 +166,7 @@ def plan(config: Config, options: PlanOptions) -> dict:
             f"--devices={options.devices} but {options.topology} has {len(devices)} chips"
         )
     count = len(devices) if devices is not None else options.devices
-    spec = builder.plan_spec(config, count, options.phase)
+    spec = plan_spec(config, count, options.phase)
     try:  # a whole-sequence attention refuses a sequence split over context
         attention_impl(spec.model.attention).check_context(spec.mesh["context"])
     except ValueError as error:

@@ -91,8 +91,9 @@ def per_page_shard(
     `fn`'s arguments and results are pools (ndim None: split like the pool) or batch-major
     arrays of the given ndim whose axis 0 is split over the page axes and, for ndim 4
     ([B, T, K, H] or [B, T, N, H]), axis 2 over the KV heads' axis (axis 3 for ndim 5, pages
-    [B, n, page, K, H]); scalars (ndim 0) are
-    replicated. Inside, page ids are the shard-local ids the page tables already hold.
+    [B, n, page, K, H]; axis 4 for ndim 6, every layer's pages [B, L, n, page, K, H]);
+    scalars (ndim 0) are replicated. Inside, page ids are the shard-local ids the page tables
+    already hold.
     """
     mesh = jax.sharding.get_abstract_mesh()
     if mesh.empty:
@@ -108,6 +109,8 @@ def per_page_shard(
             return P()
         if ndim == 5:  # pages [B, n, page, K, H]
             return P(rows, None, None, heads, None)
+        if ndim == 6:  # every layer's pages [B, L, n, page, K, H]
+            return P(rows, None, None, None, heads, None)
         return P(rows, None, heads, None) if ndim == 4 else P(rows, *(None,) * (ndim - 1))
 
     return jax.shard_map(
@@ -193,3 +196,40 @@ def gather_pages(
     """Each sequence's pages of `layer` in order, as pages."""
     layer_index = jnp.broadcast_to(layer, page_table.shape)
     return pool.at[layer_index, page_table].get(mode="clip")
+
+
+def copy_out_pages(
+    cache: LayerCache, page_table: Int[Array, "B n"]
+) -> tuple[Float[Array, "B L n page K H"], Float[Array, "B L n page K H"]]:
+    """Every layer's k and v of each row's pages, for moving a sequence out of the pool (a
+    preempted episode's keys and values, kept on the host). Entries past a row's pages
+    (`unassigned`) read clipped, stale pages that nobody uses."""
+
+    def gather(k_pool, v_pool, page_table):
+        def rows(pool):
+            return jnp.moveaxis(pool.at[:, page_table].get(mode="clip"), 0, 1)
+
+        return rows(k_pool), rows(v_pool)
+
+    return per_page_shard(gather, cache, (None, None, 2), (6, 6))(cache.k, cache.v, page_table)
+
+
+def copy_in_pages(
+    cache: LayerCache,
+    page_table: Int[Array, "B n"],
+    k: Float[Array, "B L n page K H"],
+    v: Float[Array, "B L n page K H"],
+) -> LayerCache:
+    """The inverse of `copy_out_pages`: each row's pages of every layer written from k and v,
+    bit for bit (entries `unassigned`, one past a shard's pages, are dropped)."""
+
+    def scatter(k_pool, v_pool, page_table, k, v):
+        def write(pool, new):
+            return pool.at[:, page_table].set(jnp.moveaxis(new, 1, 0), mode="drop")
+
+        return write(k_pool, k), write(v_pool, v)
+
+    k_pool, v_pool = per_page_shard(scatter, cache, (None, None, 2, 6, 6), (None, None))(
+        cache.k, cache.v, page_table, k, v
+    )
+    return cache.replace(k=k_pool, v=v_pool)

@@ -116,7 +116,7 @@ def run(config: Config, options: argparse.Namespace) -> int:
     out = _out_folder(config, options)
     trajectory_file = _open_out_folder(out, config)
     # Draws as a run's first evaluation: on the same weights and tasks, the same episodes.
-    passes, summary, trajectories = runs.evaluate(
+    passes, summary, decoded, trajectories = runs.evaluate(
         ctx, tasks, k, sampling, 0, trajectory_file, "eval"
     )
     # With many processes each ran its share of the tasks; process 0 writes for all.
@@ -132,7 +132,8 @@ def run(config: Config, options: argparse.Namespace) -> int:
         with open(options.predictions, "w") as f:
             for row in firsts:
                 f.write(json.dumps({**row, "model_name_or_path": source}) + "\n")
-    report = {**passes.to_dict(), **vars(summary), "model": source, "tasks": len(tasks)}
+    report = {**passes.to_dict(), **vars(summary), **vars(decoded)}
+    report.update(model=source, tasks=len(tasks))
     report["decoding"] = decoding.to_dict()
     for report_file in filter(None, [os.path.join(out, "report.json"), options.report]):
         with open(report_file, "w") as f:

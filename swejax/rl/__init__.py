@@ -4,7 +4,7 @@ packing into training rows."""
 from swejax.rl._advantages import group_advantages, keep_nonzero
 from swejax.rl._dapo import dapo_loss
 from swejax.rl._metrics import curate_pool, pass_at_k, pass_metrics
-from swejax.rl._packing import PackedBatch, TrainSequence, first_fit, pack
+from swejax.rl._packing import PackedBatch, TrainSequence, first_fit, pack, row_count_for
 from swejax.rl._reward import episode_reward, length_penalty
 from swejax.rl._rft import DapoSelection, dapo_sequences, rft_sequences
 
@@ -24,4 +24,5 @@ __all__ = [
     "pass_at_k",
     "pass_metrics",
     "rft_sequences",
+    "row_count_for",
 ]

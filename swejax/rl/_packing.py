@@ -8,6 +8,7 @@ are filled first-fit, longest first; the fill ratio (real tokens over row capaci
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -42,6 +43,13 @@ class PackedBatch:
     @property
     def num_action_tokens(self) -> int:
         return int(self.loss_mask.sum())
+
+
+def row_count_for(rows: int, multiple: int) -> int:
+    """`rows` rounded up to a power of two times `multiple`, so that the train step sees few
+    distinct shapes (each is compiled once)."""
+    units = math.ceil(rows / multiple)
+    return multiple * (1 << max(0, units - 1).bit_length())
 
 
 def first_fit(lengths: Sequence[int], row_length: int) -> list[list[int]]:

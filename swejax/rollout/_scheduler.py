@@ -14,10 +14,16 @@ when its turns are decoded do not change what it samples; and the trajectories c
 end up in the file, in the order of the jobs.
 
 Many processes: each runs its own jobs on its own slots (`Engine.local_slots`), and its
-sandboxes on its own host. Every round all processes agree (one small all-gather) on whether
-any has prompts or observations to feed and slots to decode, and make those engine calls
-together, a process with nothing ready taking part with no rows; the rollout ends when every
-process has finished its jobs.
+sandboxes on its own host. An engine on the process's own devices (the rollout layout) is
+driven by that process alone, at its own pace. A collective engine (decoding over the training
+layout, a mesh spanning processes) needs every process in every call: then each round all
+processes agree (one small all-gather) on whether any has prompts or observations to feed and
+slots to decode, and make those engine calls together, a process with nothing ready taking
+part with no rows; the rollout ends when every process has finished its jobs.
+
+A prompt or observation the engine's page pool has no room for now is fed again in the next
+rounds (`Engine.feed` defers it) while other episodes move on; the engine preempts episodes
+rather than cutting any short, and what it moved is counted in `RolloutStats`.
 
 The time the main thread waits with no slot sampling is the accelerator's idle time, reported
 in `RolloutStats`. With `overlap=False` the main thread instead waits for every episode to be
@@ -34,7 +40,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-import jax
 import numpy as np
 
 from swejax import distributed
@@ -55,6 +60,13 @@ class RolloutStats:
     trajectories: int = 0
     sampled_tokens: int = 0
     model_tokens: int = 0  # tokens run through the model: equals the trajectories' lengths
+    preemptions: int = 0  # episodes swapped out of the KV pool for want of pages
+    swapped_tokens: int = 0  # tokens whose keys and values moved out or back in
+    swap_s: float = 0.0
+    # The decode copy of the weights the rollout ran on (swejax.sampling.decode_weights),
+    # per device: 0 where the training state was decoded in place.
+    copy_bytes: int = 0
+    copy_s: float = 0.0
 
     @property
     def idle_fraction(self) -> float:
@@ -154,7 +166,9 @@ class RolloutRunner:
         self._stats, started = RolloutStats(), time.perf_counter()
         self._requests: queue.Queue[_Request] = queue.Queue()
         self._sampling: dict[int, _Sampling] = {}
+        self._deferred: list[_Request] = []  # prompts and observations the pool had no room for
         self._waiting = 0  # episodes whose request is not answered yet
+        moved_before = dataclasses.replace(self.engine.preemption)
         stopped = threading.Event()
         jobs = list(jobs)
         order = {(task.instance_id, group): i for i, (task, group) in enumerate(jobs)}
@@ -172,7 +186,9 @@ class RolloutRunner:
                     policy = _SlotPolicy(free.pop(), stream, self._requests, stopped)
                     pool.submit(self._episode, task, group, policy)
                     live += 1
-                starts, extends = [], []
+                starts = [r for r in self._deferred if r.kind == "start"]
+                extends = [r for r in self._deferred if r.kind == "observe"]
+                self._deferred = []
                 for request in self._gather(live):
                     if request.kind == "failed":
                         raise request.payload
@@ -190,7 +206,7 @@ class RolloutRunner:
                     else:
                         (starts if request.kind == "start" else extends).append(request)
                 unfinished = bool(waiting_jobs or live)
-                round_ = _agree(unfinished, len(starts) + len(extends), len(self._sampling))
+                round_ = self._agree(unfinished, len(starts) + len(extends), len(self._sampling))
                 if not round_.unfinished:
                     break
                 if round_.fills:
@@ -207,6 +223,15 @@ class RolloutRunner:
             rewrite_trajectories(output_path, finished)
         self._stats.wall_s = time.perf_counter() - started
         self._stats.trajectories = len(finished)
+        moved, before = self.engine.preemption, moved_before
+        self._stats.preemptions = moved.preemptions - before.preemptions
+        self._stats.swapped_tokens = (
+            moved.swapped_out_tokens
+            + moved.swapped_in_tokens
+            - before.swapped_out_tokens
+            - before.swapped_in_tokens
+        )
+        self._stats.swap_s = moved.seconds - before.seconds
         return finished, self._stats
 
     # --- the episodes' side ------------------------------------------------------------------
@@ -228,7 +253,7 @@ class RolloutRunner:
         overlap, until every live episode has asked). With other processes a wait is short
         (`_ROUND_WAIT_S`): they may need this one in the next round's calls."""
         arrived = []
-        alone = jax.process_count() == 1
+        alone = not self.engine.collective
 
         def wait_for_one() -> None:
             waited = time.perf_counter()
@@ -279,15 +304,19 @@ class RolloutRunner:
         self._sampling[slot] = _Sampling(request)
 
     def _feed(self, starts: list[_Request], extends: list[_Request]) -> None:
-        """Prompts and observations into their slots, in one set of ingest calls (collective);
-        a request that does not fit is answered False."""
-        refused = self._engine_call(
+        """Prompts and observations into their slots, in one set of ingest calls (collective
+        on a collective engine); a request beyond its slot's capacity is answered False, one
+        the pool has no room for now waits for the next round."""
+        fed = self._engine_call(
             self.engine.feed,
             [(r.slot, *r.payload) for r in starts],
             [(r.slot, r.payload) for r in extends],
         )
         for request in starts + extends:
-            ok = request.slot not in refused
+            if request.slot in fed.deferred:
+                self._deferred.append(request)
+                continue
+            ok = request.slot not in fed.refused
             if ok:  # the prompt's last token is fed by the first decode step
                 ids = request.payload[0] if request.kind == "start" else request.payload
                 self._stats.model_tokens += len(ids) - (request.kind == "start")
@@ -305,10 +334,18 @@ class RolloutRunner:
                 continue
             del self._sampling[slot]
             reason = StopReason(int(result.reasons[slot]))
-            full = reason in (StopReason.CONTEXT_FULL, StopReason.OUT_OF_PAGES)
+            full = reason == StopReason.CONTEXT_FULL
             text_ids = reply.ids[:-1] if reply.ids and reply.ids[-1] == self.im_end else reply.ids
             text = self.tokenizer.decode(text_ids)
             self._answer(reply.request, Reply(reply.ids, reply.logprobs, text, full))
+
+    def _agree(self, unfinished: bool, fills: int, sampling: int) -> _Round:
+        """This round's work: over all processes for a collective engine (each process runs
+        the same device calls), else this process's own."""
+        local = np.array([unfinished, fills, sampling], np.int64)
+        if not self.engine.collective:
+            return _Round(*(int(x) for x in local))
+        return _Round(*(int(x) for x in distributed.allgather(local).sum(axis=0)))
 
     def _abort_waiting(self) -> None:
         """Unblock every episode still waiting on the engine, so its thread unwinds (and closes
@@ -316,6 +353,9 @@ class RolloutRunner:
         for reply in self._sampling.values():
             reply.request.answer.set_exception(_Aborted())
         self._sampling.clear()
+        for request in self._deferred:
+            request.answer.set_exception(_Aborted())
+        self._deferred.clear()
         while True:
             try:
                 request = self._requests.get_nowait()
@@ -332,14 +372,6 @@ class _Round:
     unfinished: int  # processes with jobs waiting or episodes live
     fills: int  # prompts and observations to feed
     sampling: int  # slots decoding
-
-
-def _agree(unfinished: bool, fills: int, sampling: int) -> _Round:
-    """This round's work over all processes: each process runs the same device calls."""
-    local = np.array([unfinished, fills, sampling], np.int64)
-    if jax.process_count() == 1:
-        return _Round(*(int(x) for x in local))
-    return _Round(*(int(x) for x in distributed.allgather(local).sum(axis=0)))
 
 
 def _ended(requests: list[_Request]) -> bool:

@@ -19,11 +19,11 @@ from swejax.run._phases import (
     outcomes_by_task,
     recomputed_logprobs,
     rollout,
-    row_count_for,
     train_on,
 )
 from swejax.run._rows import (
     DapoRow,
+    DecodeSummary,
     EvalRow,
     PassMetrics,
     Progress,
@@ -45,6 +45,7 @@ __all__ = [
     "CheckpointError",
     "Context",
     "DapoRow",
+    "DecodeSummary",
     "EvalRow",
     "PassMetrics",
     "Progress",
@@ -66,7 +67,6 @@ __all__ = [
     "recomputed_logprobs",
     "restore_params",
     "rollout",
-    "row_count_for",
     "row_from_dict",
     "row_to_dict",
     "save_checkpoint",

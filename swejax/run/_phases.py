@@ -31,6 +31,7 @@ from swejax.rl import (
     pack,
     pass_metrics,
     rft_sequences,
+    row_count_for,
 )
 from swejax.rollout import (
     RolloutStats,
@@ -43,7 +44,16 @@ from swejax.rollout import (
 from swejax.run import _processes as processes
 from swejax.run._crash import crash_point
 from swejax.run._directory import RunDirectory
-from swejax.run._rows import DapoRow, EvalRow, PassMetrics, Progress, RftRow, RolloutSummary, mean
+from swejax.run._rows import (
+    DapoRow,
+    DecodeSummary,
+    EvalRow,
+    PassMetrics,
+    Progress,
+    RftRow,
+    RolloutSummary,
+    mean,
+)
 from swejax.sampling import SamplingParams, require_unbiased
 from swejax.sharding import activation_mesh
 from swejax.tasks import Task
@@ -90,33 +100,55 @@ def rollout(
 ) -> tuple[list[Trajectory], RolloutStats]:
     """Every (task, group) job rolled out with the current weights; trajectories on disk as
     they finish. `draw` names the rollout's random streams (phase, iteration): with the run's
-    seed, the job and the token position it fixes every draw. The engine's KV pools are
-    released afterwards. Each process rolls out its own tasks' jobs and returns those."""
+    seed, the job and the token position it fixes every draw. The weights are copied into the
+    rollout layout first (collective), and the copy and the engine's KV pools are released
+    afterwards. Each process rolls out its own tasks' jobs and returns those; the stats carry
+    the copy's bytes and seconds."""
     key = (sampling.temperature, sampling.top_k, sampling.top_p, sampling.repetition_penalty)
     if sampling.training:  # a filtered sampler would bias the DAPO importance ratio
         require_unbiased(SamplingParams(*key))
     seed = ctx.config.seed
     engine = ctx.engines.get(key)
     if engine is None:
-        engine = builder.build_engine(ctx.built, *key, seed=seed)
+        engine = builder.build_engine(ctx.built, *key, seed=seed, training=ctx.run is not None)
         ctx.engines[key] = engine
+    weights = builder.decode_weights(ctx.built)
+    engine.use_weights(None if weights is None else weights.params)
     engine.reseed(seed)
-    runner = builder.build_runner(ctx.built, engine)
-
     mine = processes.my_jobs(jobs)
-
-    def finished(_: Trajectory) -> None:
-        # The engine's count: every token sampled so far, also of episodes still running.
-        report.advance(tokens=runner.stats.sampled_tokens)
-        crash_point(crash_at)  # after the first trajectory is on disk
-
     try:
+        engine.warm_up()
+        runner = builder.build_runner(ctx.built, engine)
+
+        def finished(_: Trajectory) -> None:
+            # The engine's count: every token sampled so far, also of episodes still running.
+            report.advance(tokens=runner.stats.sampled_tokens)
+            crash_point(crash_at)  # after the first trajectory is on disk
+
         with Report(desc, len(mine), "episode", process=this_process()) as report:
-            return runner.run(mine, path, on_trajectory=finished, draw=draw)
+            trajectories, stats = runner.run(mine, path, on_trajectory=finished, draw=draw)
     finally:
-        # The KV pools are as large as the train step's activations at long context: only
-        # one of the two lives at a time (the next rollout's reseed allocates them again).
+        # The KV pools are as large as the train step's activations at long context, and the
+        # copy as large as the weights: neither lives while the train step runs (the next
+        # rollout's reseed allocates the pools again, and copies the weights anew).
         engine.release()
+        engine.use_weights(None)
+        if weights is not None:
+            weights.drop()
+    if weights is not None:
+        stats.copy_bytes, stats.copy_s = weights.bytes_per_device, weights.seconds
+    return trajectories, stats
+
+
+def decode_summary(stats: RolloutStats) -> DecodeSummary:
+    """How every process's share of a phase decoded (collective)."""
+    preemptions, swapped = processes.global_sums(stats.preemptions, stats.swapped_tokens)
+    return DecodeSummary(
+        decode_copy_bytes=processes.global_max(int(stats.copy_bytes)),
+        decode_copy_s=processes.global_max(float(stats.copy_s)),
+        preemptions=int(preemptions),
+        swapped_tokens=int(swapped),
+    )
 
 
 def outcomes_by_task(tasks: Sequence[Task], runs: int, outcomes) -> dict[str, list[bool]]:
@@ -130,15 +162,15 @@ def outcomes_by_task(tasks: Sequence[Task], runs: int, outcomes) -> dict[str, li
 
 def evaluate(
     ctx: Context, tasks: Sequence[Task], runs: int, sampling: Sampling, index: int, path, desc
-) -> tuple[PassMetrics, RolloutSummary, list[Trajectory]]:
+) -> tuple[PassMetrics, RolloutSummary, DecodeSummary, list[Trajectory]]:
     """Pass@1 (mean of `runs` runs per task, with its standard error) and Pass@runs over every
     process's episodes; `index` is the run's evaluation count (its draws are ("eval", index,
     task, run)). The trajectories returned are this process's."""
     jobs = [(task, run) for task in tasks for run in range(runs)]
-    trajectories, _ = rollout(ctx, jobs, path, sampling, ("eval", index), desc)
+    trajectories, stats = rollout(ctx, jobs, path, sampling, ("eval", index), desc)
     outcomes = processes.gathered_outcomes(trajectories, processes.job_order(jobs))
     passes = PassMetrics.from_dict(pass_metrics(outcomes_by_task(tasks, runs, outcomes)))
-    return passes, RolloutSummary.of(outcomes), trajectories
+    return passes, RolloutSummary.of(outcomes), decode_summary(stats), trajectories
 
 
 def evaluation(ctx: Context, progress: Progress, stage: str) -> EvalRow:
@@ -147,7 +179,7 @@ def evaluation(ctx: Context, progress: Progress, stage: str) -> EvalRow:
     c = ctx.config
     index = progress.evaluations
     started = time.perf_counter()
-    passes, summary, _ = evaluate(
+    passes, summary, decoding, _ = evaluate(
         ctx,
         ctx.eval_tasks,
         c.eval.runs,
@@ -158,17 +190,10 @@ def evaluation(ctx: Context, progress: Progress, stage: str) -> EvalRow:
     )
     progress.evaluations += 1
     seconds = time.perf_counter() - started
-    return EvalRow(index, stage, progress.iteration, passes, summary, seconds)
+    return EvalRow(index, stage, progress.iteration, passes, summary, seconds, decoding)
 
 
 # --- training ------------------------------------------------------------------------------
-
-
-def row_count_for(rows: int, multiple: int) -> int:
-    """`rows` rounded up to a power of two times `multiple`, so that the train step sees few
-    distinct shapes (each is compiled once)."""
-    units = math.ceil(rows / multiple)
-    return multiple * (1 << max(0, units - 1).bit_length())
 
 
 def train_on(
@@ -257,6 +282,7 @@ def rft(ctx: Context) -> RftRow:
     started = time.perf_counter()
     source = c.rft.source
     path = ctx.run.trajectory_file("rft", 0)
+    decoding = DecodeSummary()
     if source == "demonstrations":
         # Group 0 goes straight to the fix; group 1, with detours, looks at the code first.
         detour = c.rft.detour_turns
@@ -272,7 +298,8 @@ def rft(ctx: Context) -> RftRow:
     elif source == "policy":
         jobs = [(task, g) for task in ctx.train_tasks for g in range(c.rft.attempts)]
         sampling = Sampling(c.rollout.temperature, training=True)
-        trajectories, _ = rollout(ctx, jobs, path, sampling, ("rft",), "rft")
+        trajectories, stats = rollout(ctx, jobs, path, sampling, ("rft",), "rft")
+        decoding = decode_summary(stats)
         order = processes.job_order(jobs)
     else:
         if not os.path.isfile(source):
@@ -304,6 +331,7 @@ def rft(ctx: Context) -> RftRow:
         loss_last=steps[-1]["loss"],
         fill_ratio=mean(s["fill_ratio"] for s in steps),
         seconds=time.perf_counter() - started,
+        decoding=decoding,
     )
 
 
@@ -325,6 +353,7 @@ def dapo_iteration(ctx: Context, index: int, trainer: Trainer) -> DapoRow:
         crash_at=f"rollout:{index}",
     )
     rollout_s = time.perf_counter() - begun
+    decoding = decode_summary(stats)
     order = processes.job_order(jobs)
     # A task's whole group is on this process: its advantages are local.
     selection = DapoSelection.of(trajectories)
@@ -373,6 +402,7 @@ def dapo_iteration(ctx: Context, index: int, trainer: Trainer) -> DapoRow:
         recompute_s=recompute_s,
         train_s=time.perf_counter() - started,
         **{k: mean(s[k] for s in applied) for k in _STEP_MEANS},
+        decoding=decoding,
     )
 
 

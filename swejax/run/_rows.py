@@ -49,6 +49,19 @@ class RolloutSummary:
 
 
 @dataclasses.dataclass(frozen=True)
+class DecodeSummary:
+    """How a phase decoded, over every process: the copy of the weights in the rollout layout
+    (its bytes on one device, 0 where the training state was decoded in place, and the slowest
+    process's seconds), and what the engines' preemption moved (episodes swapped out of the KV
+    pool for want of pages, and tokens whose keys and values moved out or back in)."""
+
+    decode_copy_bytes: int = 0
+    decode_copy_s: float = 0.0
+    preemptions: int = 0
+    swapped_tokens: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
 class PassMetrics:
     """Pass@1 (the mean over `runs` runs per task, with its standard error) and Pass@runs."""
 
@@ -82,6 +95,7 @@ class RftRow:
     loss_last: float
     fill_ratio: float  # tokens of the packed rows that are not padding
     seconds: float
+    decoding: DecodeSummary = DecodeSummary()  # rft.source=policy: its rollout
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,6 +125,7 @@ class DapoRow:
     clip_low: float
     clip_high: float
     fill_ratio: float
+    decoding: DecodeSummary = DecodeSummary()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,11 +137,12 @@ class EvalRow:
     passes: PassMetrics
     rollout: RolloutSummary
     seconds: float
+    decoding: DecodeSummary = DecodeSummary()
 
 
 Row = RftRow | DapoRow | EvalRow
 _ROWS: dict[str, type] = {cls.KIND: cls for cls in (RftRow, DapoRow, EvalRow)}
-_PARTS = {"rollout": RolloutSummary, "passes": PassMetrics}
+_PARTS = {"rollout": RolloutSummary, "passes": PassMetrics, "decoding": DecodeSummary}
 
 
 def row_to_dict(row: Row) -> dict[str, Any]:
@@ -150,8 +166,9 @@ def row_from_dict(flat: dict[str, Any]) -> Row:
         part = _PARTS.get(field.name)
         if part is PassMetrics:
             values[field.name] = PassMetrics.from_dict(flat)
-        elif part is not None:
-            values[field.name] = part(**{f.name: flat[f.name] for f in dataclasses.fields(part)})
+        elif part is not None:  # a field with a default may be missing from older rows
+            names = [f.name for f in dataclasses.fields(part) if f.name in flat]
+            values[field.name] = part(**{name: flat[name] for name in names})
         else:
             values[field.name] = flat[field.name]
     return cls(**values)

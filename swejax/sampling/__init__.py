@@ -1,7 +1,9 @@
 """The generation engine: in-program sampling over the trainer's own weights.
 
 `Engine` holds a fixed number of slots over one KV cache (prefill, extend, decode, free);
-`generate` is the convenience API over it; `SamplingParams` and `sample` are the strategies;
+`generate` is the convenience API over it; `rollout_layout` and `decode_weights` give the
+devices decoding runs on and the copy of the weights it reads there; `SamplingParams` and
+`sample` are the strategies;
 `stream_id` names a sequence's random stream (what it is, not where it runs).
 `checkpoint_decoding` reads a checkpoint's generation_config.json as `SamplingParams`.
 `abstract_state`, `DecodeProgram` and `jit_decode` are the engine's decode program as the
@@ -9,7 +11,7 @@ memory planner compiles it ahead of time (`swejax.memory_plan.compile_decode_ste
 """
 
 from swejax.config import EngineConfig
-from swejax.sampling._engine import ContextFull, DecodeResult, Engine
+from swejax.sampling._engine import ContextFull, DecodeResult, Engine, Fed, Preemption
 from swejax.sampling._generate import Generation, generate
 from swejax.sampling._generation_config import (
     GENERATION_CONFIG,
@@ -17,6 +19,14 @@ from swejax.sampling._generation_config import (
     FieldUse,
     checkpoint_decoding,
     read_generation_config,
+)
+from swejax.sampling._layout import (
+    DecodeWeights,
+    LayoutError,
+    RolloutLayout,
+    decode_weights,
+    default_tensor,
+    rollout_layout,
 )
 from swejax.sampling._programs import DecodeProgram, StopReason, jit_decode
 from swejax.sampling._state import (
@@ -42,9 +52,14 @@ __all__ = [
     "ContextFull",
     "DecodeProgram",
     "DecodeResult",
+    "DecodeWeights",
     "Engine",
     "EngineConfig",
     "EngineState",
+    "Fed",
+    "LayoutError",
+    "Preemption",
+    "RolloutLayout",
     "FieldUse",
     "SlotTable",
     "Generation",
@@ -54,11 +69,14 @@ __all__ = [
     "abstract_table",
     "cache_bytes_per_token",
     "checkpoint_decoding",
+    "decode_weights",
+    "default_tensor",
     "generate",
     "jit_decode",
     "penalize_repetition",
     "read_generation_config",
     "require_unbiased",
+    "rollout_layout",
     "row_sharding",
     "sample",
     "sampling_logits",

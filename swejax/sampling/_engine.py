@@ -6,45 +6,48 @@ computed when it is fed at the next decode step or extend. So each token runs th
 exactly once over a whole multi-turn episode (linear prefill), and no logits are kept between
 calls.
 
-A repetition penalty (evaluation with a checkpoint's own decoding) needs, per slot, which
-tokens its sequence holds: the host keeps that presence mask [S, V] beside the slots' other
-bookkeeping (a token is marked when it is fed, prompt and observations alike, or sampled; a
-freed slot's row is cleared) and sends it with each decode call, whose steps add the tokens
-they sample. The default sampler has no mask: nothing is kept, sent or carried.
-
 Keys and values live in one pool of pages shared by all slots (`swejax.models.kv_cache`). The
 host hands pages to a slot as it grows and takes them back when it is freed (`PageAllocator`),
 so memory follows the tokens actually held, not slots x longest sequence. Each call attends
 over the smallest power-of-two number of pages that covers the sequences it serves, so short
 sequences cost little and there are only log2(pages per slot) shapes to compile.
 
+More slots than the pool holds at once may be live: when a call needs pages its shard lacks,
+other sequences of the shard are preempted (`swejax.sampling._admission` says which): their
+pages are copied to host memory and given back, and copied into new pages, bit for bit, when
+the sequence is needed again. A preempted sequence's turn waits; its tokens are the ones it
+draws without preemption (draws are keyed by position, and its keys and values come back
+unchanged). Only the real context limit (`capacity`) ends a sequence, and the pool must hold one
+whole sequence per shard (checked at start). `preemption` counts what moved.
+
+A repetition penalty (evaluation with a checkpoint's own decoding) needs, per slot, which
+tokens its sequence holds: the host keeps that presence mask [S, V] (a token is marked when it
+is fed or sampled; a freed slot's row is cleared) and sends it with each decode call, whose
+steps add the tokens they sample. The default sampler has no mask.
+
 On a mesh the slots are split over the batch axes (data, fsdp: those that divide the slots), and
 so are the pages: each batch shard owns an equal part of the pool and a free list of its own,
-and gives its slots only its own pages, so a device holds its slots' K/V and no one else's
-(`swejax.models.kv_cache`). A shard whose pages run out ends its own slots' turns
-(OUT_OF_PAGES); the other shards go on. Ingest calls put each shard's rows in that shard's
-block of rows.
+and gives its slots only its own pages, so a device holds its slots' K/V and no one else's.
 
-The device work is two jitted programs (`swejax.sampling._programs`) over one donated state
+The device work (`swejax.sampling._calls`) is jitted programs over one donated state
 (`swejax.sampling._state`), each with fixed shapes per page bucket and fixed output shardings:
 the cache is updated in place and nothing recompiles once each bucket has been seen. The
-slots' bookkeeping lives on the host and goes in with each call. The model's parameters are
-read from the model at each call, so the engine samples from whatever weights the trainer has
-just written (one copy of the weights).
+weights are the model's own, read at each call (the trainer's latest), unless `use_weights`
+gave a copy laid out for decoding (`swejax.sampling._layout`).
 
-Many processes (JAX multi-controller): the slots of a batch shard belong to the process whose
-devices hold it (`local_slots`), and only that process feeds, starts or frees them. Every
-process makes the same device calls in the same order with the same shapes, each filling in
-its own slots' rows and reading back only its own: `extend_many`, `decode` and `warm_up` are
-collective (every process calls them, with nothing to do if so), and agree on their page
-buckets and number of ingest calls through a small all-gather. With one process that
-exchange is nothing.
+Many processes: an engine on one process's devices (the rollout layout) is that process's
+alone. An engine over a mesh spanning processes (decoding over the training layout) is
+collective: the slots of a batch shard belong to the process whose devices hold it
+(`local_slots`), and every process makes the same device calls in the same order with the same
+shapes, each filling in its own slots' rows: `extend_many`, `feed`, `decode` and `warm_up` are
+then called by every process, with nothing to do if so.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from collections.abc import Sequence
 
 import jax
@@ -55,15 +58,11 @@ from jax.sharding import Mesh
 from swejax.config import EngineConfig
 from swejax.models.kv_cache import pool_page_axes
 from swejax.models.qwen2 import Qwen2
+from swejax.sampling._admission import Holder, Need, plan_room
+from swejax.sampling._calls import DeviceCalls
 from swejax.sampling._pages import PageAllocator
-from swejax.sampling._processes import agreed_buckets, local_slots
-from swejax.sampling._programs import (
-    DecodeProgram,
-    IngestProgram,
-    StopReason,
-    jit_decode,
-    jit_ingest,
-)
+from swejax.sampling._processes import local_slots
+from swejax.sampling._programs import DecodeProgram, StopReason
 from swejax.sampling._state import (
     TABLE_DTYPES,
     SlotTable,
@@ -75,7 +74,6 @@ from swejax.sampling._state import (
 )
 from swejax.sampling._strategies import SamplingParams
 from swejax.sampling._streams import stream_words
-from swejax.sharding import activation_mesh
 
 
 class ContextFull(Exception):
@@ -92,16 +90,39 @@ class DecodeResult:
     reasons: np.ndarray  # [S] StopReason of the slots that stopped
 
 
+@dataclasses.dataclass(frozen=True)
+class Fed:
+    """What `feed` did with its requests: slots `refused` (the tokens exceed the slot's
+    capacity: the episode's context is full) and slots `deferred` (no room in the pool now:
+    feed them again later); the rest were fed."""
+
+    refused: frozenset[int]
+    deferred: frozenset[int]
+
+
+@dataclasses.dataclass
+class Preemption:
+    """What preemption moved since the engine was reset or reseeded."""
+
+    preemptions: int = 0  # sequences swapped out of the pool
+    swapped_out_tokens: int = 0
+    swapped_in_tokens: int = 0
+    seconds: float = 0.0  # in swap calls, both ways
+
+
 @dataclasses.dataclass
 class _Slot:
     """One slot's bookkeeping, kept on the host and sent with each call; its pages are the
     allocator's."""
 
-    cached: int = 0  # tokens whose K/V are in the cache
+    cached: int = 0  # tokens whose K/V are in the cache (or on the host while swapped out)
     pending: int | None = None
     active: bool = False
     budget: int = 0
     stream: int = 0  # the random stream of the sequence (`_streams.stream_id`)
+    age: int = 0  # when the sequence started: the older goes first for pages
+    last_used: int = 0  # the engine call that last fed or sampled it
+    swapped: list | None = None  # its K/V chunks on the host while preempted
 
     @property
     def length(self) -> int:
@@ -109,7 +130,7 @@ class _Slot:
 
 
 class Engine:
-    """Slots over one paged KV cache on the model's mesh; see the module docstring."""
+    """Slots over one paged KV cache on `mesh`; see the module docstring."""
 
     def __init__(
         self,
@@ -123,6 +144,12 @@ class Engine:
         self.sampling = sampling or SamplingParams()
         self._graphdef = nnx.graphdef(model)
         self._seed = seed
+        self._weights: nnx.State | None = None
+        if not config.num_slots:
+            raise ValueError(
+                "EngineConfig.num_slots=0 means 'as many as fit': size it first "
+                "(swejax.builder.engine_config_of)"
+            )
         shards = page_shards(config, mesh)
         if config.pool_pages % shards:
             raise ValueError(
@@ -131,21 +158,39 @@ class Engine:
                 f"{pool_page_axes(mesh, config.num_slots)}: each shard owns an equal part of "
                 "the pool"
             )
+        if config.pool_pages // shards < config.pages_per_slot:
+            raise ValueError(
+                f"EngineConfig.num_pages={config.pool_pages} gives each of the {shards} batch "
+                f"shards {config.pool_pages // shards} pages of {config.page_size} tokens, "
+                f"fewer than one sequence of capacity {config.capacity} needs "
+                f"({config.pages_per_slot}): raise num_pages or lower the capacity"
+            )
         self._pages = PageAllocator(
             config.num_slots, config.pool_pages, shards, config.page_size, config.pages_per_slot
         )
         shardings = self._shardings = state_shardings(model.cfg, config, mesh)
-        self._rows = row_sharding(mesh, config)
-        self.local_slots = local_slots(self._rows, config.num_slots)
+        rows = row_sharding(mesh, config)
+        self.collective = mesh is not None and any(
+            d.process_index != jax.process_index() for d in mesh.devices.flat
+        )
+        self._calls = DeviceCalls(
+            config, mesh, self._pages, shardings, rows, self.collective, model.cfg
+        )
+        self.local_slots = local_slots(rows, config.num_slots)
         self._local_set = frozenset(self.local_slots)
-        # Fixed output shardings: every call hands the state back laid out exactly as it came,
-        # so no call sees a new input layout and recompiles. Host values go in as arrays at
-        # the rows' sharding, each process making the shards of its own slots.
-        self._ingest = jit_ingest(shardings)
-        self._decode = jit_decode(shardings, self._rows)
+        self._warm = False
         self.reset()
 
-    # --- layout ---------------------------------------------------------------------------
+    # --- weights and layout -----------------------------------------------------------------
+
+    def use_weights(self, params: nnx.State | None) -> None:
+        """Decode from `params` (a State shaped like the model's, on this engine's mesh: the
+        rollout layout's copy), or from the model's own weights again (None)."""
+        self._weights = params
+
+    @property
+    def _params(self) -> nnx.State:
+        return nnx.state(self.model) if self._weights is None else self._weights
 
     def reseed(self, seed: int) -> None:
         """Draw from a new random stream from now on (the engine must be idle). After
@@ -153,6 +198,7 @@ class Engine:
         if any(s.active for s in self._slots):
             raise RuntimeError("reseed needs an idle engine")
         self._seed = seed
+        self.preemption = Preemption()
         if self.state is None:
             self.reset()
             return
@@ -163,8 +209,7 @@ class Engine:
     def reset(self) -> None:
         """Every slot empty and every page free (the pools are reallocated)."""
         self.state = new_state(self.model.cfg, self.config, self.mesh, self._seed)
-        self._slots = [_Slot() for _ in range(self.config.num_slots)]
-        self._seen = self._nothing_seen()
+        self._empty_slots()
         self._pages.reset()
 
     def release(self) -> None:
@@ -174,8 +219,13 @@ class Engine:
             for pool in self.state.cache:
                 pool.delete()
         self.state = None
+        self._empty_slots()
+
+    def _empty_slots(self) -> None:
         self._slots = [_Slot() for _ in range(self.config.num_slots)]
         self._seen = self._nothing_seen()
+        self._clock = self._started = 0
+        self.preemption = Preemption()
 
     def free(self, slot: int) -> None:
         """End a slot's sequence and return its pages; their stale contents are never read."""
@@ -205,119 +255,81 @@ class Engine:
         """Free pages over all batch shards."""
         return self._pages.free_pages()
 
-    def _global(self, host: np.ndarray) -> jax.Array:
-        """A per-slot host array ([S, ...] or ingest rows) at the rows' sharding; each process
-        makes only the shards on its devices, from its own rows of `host`."""
-        return jax.make_array_from_callback(host.shape, self._rows, lambda index: host[index])
+    def resident(self, slot: int) -> bool:
+        """Whether the slot's keys and values are in the pool (not swapped out)."""
+        return self._slots[slot].swapped is None
 
-    def _local(self, array: jax.Array) -> np.ndarray:
-        """A per-slot device array read back into a host array of its global shape: the rows
-        of this process's shards filled, the rest zero."""
-        out = np.zeros(array.shape, array.dtype)
-        for shard in array.addressable_shards:
-            out[shard.index] = np.asarray(shard.data)
-        return out
+    # --- pages and preemption ---------------------------------------------------------------
 
-    def _table(self, visible: int) -> SlotTable:
-        """The slot table of every slot, for a call attending over `visible` pages (other
-        processes' slots are filled in by their own processes)."""
-        slots, cfg = self._slots, self.config
-        host = SlotTable(
-            np.stack([self._pages.table_row(i)[:visible] for i in range(cfg.num_slots)]),
-            np.array(
-                [
-                    min(cfg.capacity, self._pages.page_count(i) * cfg.page_size)
-                    for i in range(cfg.num_slots)
-                ]
-            ),
-            np.array([s.cached for s in slots]),
-            np.array([s.pending or 0 for s in slots]),
-            np.array([s.active for s in slots]),
-            np.array([s.budget for s in slots]),
-            np.stack([stream_words(s.stream) for s in slots]),
+    def _pages_for(self, tokens: int) -> int:
+        return min(math.ceil(tokens / self.config.page_size), self.config.pages_per_slot)
+
+    def _make_room(self, needs: dict[int, tuple[int, bool]]) -> set[int]:
+        """Give each slot of `needs` (slot -> (tokens it must hold, may it preempt others))
+        its pages, preempting others as `plan_room` says; the slots that got them come back.
+        A swapped-out slot that gets them is swapped back in."""
+        slots = self._slots
+        plan = plan_room(
+            [Need(i, self._pages_for(t), slots[i].age, evict) for i, (t, evict) in needs.items()],
+            [
+                Holder(i, self._pages.page_count(i), s.age, s.active, s.last_used)
+                for i, s in enumerate(slots)
+                if i in self._local_set and s.swapped is None and self._pages.page_count(i)
+            ],
+            {g: self._pages.free_pages(g) for g in range(self._pages.num_shards)},
+            self._pages.shard,
         )
-        return SlotTable(
-            *(self._global(x.astype(dt)) for x, dt in zip(host, TABLE_DTYPES, strict=True))
-        )
+        begun = time.perf_counter()
+        out = {i: self._pages_for(slots[i].cached) for i in plan.evicted}
+        self._swap(out=out)
+        back = {}
+        for slot in plan.granted:
+            if not self._pages.reserve(slot, needs[slot][0]):
+                raise AssertionError(f"slot {slot} was granted pages its shard lacks")
+            if slots[slot].swapped is not None:
+                back[slot] = slots[slot].swapped
+        self._swap(back=back)
+        if out or back:
+            self.preemption.seconds += time.perf_counter() - begun
+        return set(plan.granted)
+
+    def _swap(self, out: dict[int, int] | None = None, back: dict[int, list] | None = None):
+        """Swap the `out` slots' first pages to the host and free them, or the `back` slots'
+        chunks into their pages. Collective on a collective engine (every process calls it,
+        with nothing to move if so)."""
+        if out is not None and (out or self.collective):
+            chunks = self._calls.swap_out(self.state, out)
+            for slot, parts in chunks.items():
+                s = self._slots[slot]
+                self._pages.free(slot)
+                s.swapped = parts
+                self.preemption.preemptions += 1
+                self.preemption.swapped_out_tokens += s.cached
+        if back is not None and (back or self.collective):
+            self.state = self._calls.swap_in(self.state, back)
+            for slot in back:
+                self.preemption.swapped_in_tokens += self._slots[slot].cached
+                self._slots[slot].swapped = None
+
+    # --- compiling ----------------------------------------------------------------------------
 
     def _bucket(self, pages: int) -> int:
         """The number of pages a call attends over: a power of two, at most pages_per_slot."""
         return min(self.config.pages_per_slot, 1 << max(0, pages - 1).bit_length())
 
-    @property
-    def _shard_rows(self) -> int:
-        """Rows of each batch shard in an ingest call (`ingest_rows` over all of them, rounded
-        up to a multiple of the shards)."""
-        shards = self._pages.num_shards
-        return math.ceil(min(self.config.ingest_rows, self.config.num_slots) / shards)
-
-    def _ingest_groups(self, rows: list[tuple[int, list[int]]]) -> list[list]:
-        """(slot, tokens) rows cut into ingest calls of at most `_shard_rows` rows per shard."""
-        per, shard = self._shard_rows, self._pages.shard
-        by_shard = [
-            [row for row in rows if shard(row[0]) == g] for g in range(self._pages.num_shards)
-        ]
-        calls = max(math.ceil(len(part) / per) for part in by_shard)
-        return [
-            [row for part in by_shard for row in part[c * per : (c + 1) * per]]
-            for c in range(calls)
-        ]
-
-    def _run_ingest(self, visible: int, rows: list[tuple[int, list[int]]]) -> None:
-        """One ingest call over (slot, tokens) rows, at most `_shard_rows` of each shard, padded
-        to full shape: shard g's rows fill block g of the call's rows, as the page pool's
-        shards expect. Padding rows feed nothing."""
-        per, shards = self._shard_rows, self._pages.num_shards
-        tokens = np.zeros((per * shards, self.config.ingest_chunk), np.int32)
-        counts = np.zeros(per * shards, np.int32)
-        starts = np.zeros(per * shards, np.int32)
-        pages = np.full((per * shards, visible), self._pages.unassigned, np.int32)
-        used = [0] * shards
-        for slot, part in rows:
-            g = self._pages.shard(slot)
-            r = g * per + used[g]
-            used[g] += 1
-            counts[r], starts[r] = len(part), self._slots[slot].cached
-            tokens[r, : len(part)] = part
-            pages[r] = self._pages.table_row(slot)[:visible]
-        program = IngestProgram(self._graphdef, visible_pages=visible)
-        arrays = (self._global(x) for x in (tokens, counts, starts, pages))
-        with activation_mesh(self.mesh):
-            self.state = self._ingest(program, nnx.state(self.model), self.state, *arrays)
-
-    def decode_arguments(self, visible: int) -> tuple:
-        """The decode program's arguments after the program: params, state, the slot table
-        for `visible` pages, the capacity and the presence mask (None without a repetition
-        penalty), for lowering it, as the tests and tools do."""
-        table = self._table(visible)
-        seen = None if self._seen is None else self._global(self._seen)
-        return nnx.state(self.model), self.state, table, np.int32(self.config.capacity), seen
-
-    def _run_decode(self, visible: int, num_steps: int):
-        program = DecodeProgram(
-            self._graphdef,
-            visible_pages=visible,
-            num_steps=num_steps,
-            sampling=self.sampling,
-            stop_tokens=self.config.stop_tokens,
-            split_layer_weights=self.config.split_layer_weights,
-        )
-        with activation_mesh(self.mesh):
-            self.state, out = self._decode(program, *self.decode_arguments(visible))
-        return out
-
     def warm_up(self) -> None:
-        """Compile ingest and decode for every page bucket now, not in the middle of a rollout.
-
-        Each program runs once with nothing to do (no tokens, no active slot), so the state is
-        unchanged.
-        """
+        """Compile ingest and decode for every page bucket now, not in the middle of a rollout
+        (once: later calls do nothing). Each program runs once with nothing to do (no tokens,
+        no active slot), so the state is unchanged."""
+        if self._warm:
+            return
         if any(s.active or s.pending is not None for s in self._slots):
             raise RuntimeError("warm_up must run on an empty engine")
         buckets = sorted({self._bucket(n) for n in range(1, self.config.pages_per_slot + 1)})
         for visible in buckets:
-            self._run_ingest(visible, [])
-            self._run_decode(visible, self.config.steps_per_call)
+            self._ingest(visible, [])
+            self._run_decode(visible, self.config.steps_per_call, set())
+        self._warm = True
 
     # --- feeding tokens ---------------------------------------------------------------------
 
@@ -337,94 +349,103 @@ class Engine:
         if streams is not None and len(streams) != len(requests):
             raise ValueError(f"{len(streams)} streams for {len(requests)} prefill requests")
         for i, (slot, _) in enumerate(requests):
-            self.free(slot)
-            self._slots[slot].stream = slot if streams is None else streams[i]
+            self._start(slot, slot if streams is None else streams[i])
         self.extend_many(requests)
+
+    def _start(self, slot: int, stream: int) -> None:
+        self.free(slot)
+        self._started += 1
+        self._slots[slot].stream, self._slots[slot].age = stream, self._started
 
     def extend(self, slot: int, tokens: Sequence[int]) -> None:
         """Append `tokens` (an observation, say) after everything the slot already holds."""
         self.extend_many([(slot, tokens)])
 
     def extend_many(self, requests: Sequence[tuple[int, Sequence[int]]]) -> None:
-        """Append tokens to several slots; all are checked before any is changed. Collective
-        (as is `prefill_many`): every process calls it, with its own slots' requests or none."""
-        requests = [(slot, [int(t) for t in tokens]) for slot, tokens in requests if len(tokens)]
-        if len({slot for slot, _ in requests}) != len(requests):
-            raise ValueError("extend_many got the same slot twice")
+        """Append tokens to several slots; all are checked before any is changed, and a
+        request the pool cannot take now is an error (`feed` defers it instead). Collective
+        on a collective engine."""
+        requests = self._checked(requests)
         for slot, tokens in requests:
-            self._check_slot(slot)
             total = self._slots[slot].length + len(tokens)
             if total > self.config.capacity:
                 raise ContextFull(
                     f"slot {slot} holds {self._slots[slot].length} tokens; {len(tokens)} more "
                     f"exceed its capacity of {self.config.capacity}"
                 )
-        for slot, tokens in requests:
-            if not self._pages.reserve(slot, self._slots[slot].length + len(tokens)):
-                raise ContextFull(f"the KV page pool has no free page left for slot {slot}")
+        needs = {slot: (self._slots[slot].length + len(t), True) for slot, t in requests}
+        missing = sorted(needs.keys() - self._make_room(needs))
+        if missing:
+            raise ContextFull(f"the KV page pool has no room for slot {missing[0]} now")
         self._ingest_requests(requests)
 
     def feed(
         self,
         starts: Sequence[tuple[int, Sequence[int], int]],
         extends: Sequence[tuple[int, Sequence[int]]],
-    ) -> set[int]:
+    ) -> Fed:
         """Start sequences (slot, prompt, stream) and extend others (slot, tokens), all in one
-        set of ingest calls. Unlike `extend_many`, a request that does not fit (the slot's
-        capacity, or its shard's pages) is refused on its own: the slots refused come back,
-        and a refused start leaves its slot empty. Collective, like `extend_many`."""
+        set of ingest calls. Unlike `extend_many`, a request that does not fit is set aside on
+        its own: refused if it exceeds the slot's capacity, deferred if the pool has no room
+        for it now (a new sequence takes free pages only; an extension may preempt). A refused
+        or deferred start leaves its slot empty. Collective on a collective engine."""
         for slot, _, stream in starts:
-            self.free(slot)
-            self._slots[slot].stream = stream
-        requests = [(slot, [int(t) for t in ids]) for slot, ids, _ in starts]
-        requests += [(slot, [int(t) for t in ids]) for slot, ids in extends]
-        if len({slot for slot, _ in requests}) != len(requests):
-            raise ValueError("feed got the same slot twice")
-        accepted, refused = [], set()
+            self._start(slot, stream)
+        new = {slot for slot, _, _ in starts}
+        requests = self._checked(
+            [(slot, ids) for slot, ids, _ in starts] + [(slot, ids) for slot, ids in extends]
+        )
+        refused = set()
+        needs = {}
         for slot, tokens in requests:
-            self._check_slot(slot)
             total = self._slots[slot].length + len(tokens)
-            if total > self.config.capacity or not self._pages.reserve(slot, total):
+            if total > self.config.capacity:
                 refused.add(slot)
-            elif tokens:
-                accepted.append((slot, tokens))
-        for slot, _, _ in starts:
-            if slot in refused:
-                self.free(slot)
-        self._ingest_requests(accepted)
-        return refused
+            else:
+                needs[slot] = (total, slot not in new)
+        granted = self._make_room(needs)
+        deferred = needs.keys() - granted
+        for slot in (refused | deferred) & new:
+            self.free(slot)
+        self._ingest_requests([(s, t) for s, t in requests if s in granted and t])
+        return Fed(frozenset(refused), frozenset(deferred))
+
+    def _checked(self, requests) -> list[tuple[int, list[int]]]:
+        """(slot, tokens) requests as lists of ints, each slot of this process and once."""
+        requests = [(slot, [int(t) for t in tokens]) for slot, tokens in requests]
+        if len({slot for slot, _ in requests}) != len(requests):
+            raise ValueError("the same slot twice in one call")
+        for slot, _ in requests:
+            self._check_slot(slot)
+        return requests
 
     def _ingest_requests(self, requests: list[tuple[int, list[int]]]) -> None:
-        """Feed checked requests whose pages are reserved: each slot's sequence so far plus its
+        """Feed checked requests whose pages are held: each slot's sequence so far plus its
         tokens, all but the last ingested (the last is pending)."""
         queue = []
+        self._clock += 1
         for slot, tokens in requests:
+            if not tokens:
+                continue
             self._mark_seen(slot, tokens)  # the pending one too: the next step reads it
             s = self._slots[slot]
+            s.last_used = self._clock
             sequence = ([] if s.pending is None else [s.pending]) + tokens
             to_ingest, s.pending = sequence[:-1], sequence[-1]
             queue.append((slot, to_ingest))
-        calls = self._ingest_calls(queue)
-        buckets = agreed_buckets([self._bucket(held) for _, held in calls])
+        calls = self._calls.ingest_calls(queue)
+        buckets = self._calls.buckets([self._bucket(held) for _, held in calls])
         for c, visible in enumerate(buckets):
             group = calls[c][0] if c < len(calls) else []  # another process's call
-            self._run_ingest(visible, group)
+            self._ingest(visible, group)
             for slot, part in group:
                 self._slots[slot].cached += len(part)
 
-    def _ingest_calls(self, queue: list[tuple[int, list[int]]]) -> list[tuple[list, int]]:
-        """The ingest calls that feed `queue`'s (slot, ids), `ingest_chunk` tokens of each slot
-        at a time: (rows, the most pages a row's slot holds) per call."""
-        chunk, offset, calls = self.config.ingest_chunk, 0, []
-        while True:
-            rows = [
-                (slot, ids[offset : offset + chunk]) for slot, ids in queue if len(ids) > offset
-            ]
-            if not rows:
-                return calls
-            for group in self._ingest_groups(rows):
-                calls.append((group, max(self._pages.page_count(slot) for slot, _ in group)))
-            offset += chunk
+    def _ingest(self, visible: int, rows: list[tuple[int, list[int]]]) -> None:
+        cached = [s.cached for s in self._slots]
+        self.state = self._calls.ingest(
+            self.state, self._graphdef, self._params, visible, rows, cached
+        )
 
     # --- decoding ---------------------------------------------------------------------------
 
@@ -441,23 +462,24 @@ class Engine:
         s.active, s.budget = True, max_tokens
 
     def decode(self, num_steps: int | None = None) -> DecodeResult:
-        """Run up to `num_steps` (default: config.steps_per_call) steps for every active slot.
-        Collective: every process calls it (`num_steps` alike), each reading back its own
-        slots."""
+        """Run up to `num_steps` (default: config.steps_per_call) steps for every active slot
+        that has (or can be given) the pages for them; an active slot that cannot waits,
+        preempted, for a later call. Collective on a collective engine (`num_steps` alike)."""
         num_steps = num_steps or self.config.steps_per_call
         if self.state is None:
             raise RuntimeError("the engine's KV cache was released; reset() or reseed() first")
-        active = [i for i, s in enumerate(self._slots) if s.active]
-        for slot in active:
-            # Pages for this call's tokens; a slot the pool cannot serve stops OUT_OF_PAGES.
-            self._pages.reserve(slot, self._slots[slot].length + num_steps)
-        held = (self._pages.page_count(i) for i in active)
-        (visible,) = agreed_buckets([self._bucket(max(held, default=1))])
-        out = self._run_decode(visible, num_steps)
-        tokens, logprobs, emitted, reasons = (self._local(x) for x in out)
+        slots = self._slots
+        active = [i for i, s in enumerate(slots) if s.active]
+        running = self._make_room({i: (slots[i].length + num_steps, True) for i in active})
+        held = (self._pages.page_count(i) for i in running)
+        (visible,) = self._calls.buckets([self._bucket(max(held, default=1))])
+        tokens, logprobs, emitted, reasons = (
+            self._calls.to_host(x) for x in self._run_decode(visible, num_steps, running)
+        )
+        self._clock += 1
         stopped = np.zeros(self.config.num_slots, bool)
         result_tokens, result_logprobs = [], []
-        for slot, s in enumerate(self._slots):
+        for slot, s in enumerate(slots):
             mask = emitted[slot]
             result_tokens.append(tokens[slot][mask])
             result_logprobs.append(logprobs[slot][mask])
@@ -465,11 +487,73 @@ class Engine:
                 # Every emitted token but the last is now cached; the last is pending.
                 s.cached += int(mask.sum())
                 s.pending = int(tokens[slot][mask][-1])
+                s.last_used = self._clock
                 self._mark_seen(slot, tokens[slot][mask])
                 s.budget -= int(mask.sum())
-                stopped[slot] = reasons[slot] != StopReason.RUNNING
+                # Out of pages keeps the turn going: the next call gives the slot its pages.
+                stopped[slot] = reasons[slot] not in (StopReason.RUNNING, StopReason.OUT_OF_PAGES)
                 s.active = not stopped[slot]
         return DecodeResult(result_tokens, result_logprobs, stopped, reasons)
+
+    def decode_arguments(self, visible: int, running: set[int] | None = None) -> tuple:
+        """The decode program's arguments after the program: params, state, the slot table
+        for `visible` pages (`running`: the active slots this call decodes, default all),
+        the capacity and the presence mask (None without a repetition penalty), for lowering
+        it, as the tests and tools do."""
+        table = self._table(visible, running)
+        seen = None if self._seen is None else self._calls.to_device(self._seen)
+        return self._params, self.state, table, np.int32(self.config.capacity), seen
+
+    def decode_program(self, visible: int, num_steps: int | None = None) -> DecodeProgram:
+        """The decode program of a call over `visible` pages (`num_steps`: steps_per_call)."""
+        return DecodeProgram(
+            self._graphdef,
+            visible_pages=visible,
+            num_steps=num_steps or self.config.steps_per_call,
+            sampling=self.sampling,
+            stop_tokens=self.config.stop_tokens,
+            split_layer_weights=self.config.split_layer_weights,
+        )
+
+    def trace_decode(self, visible: int | None = None) -> jax.stages.Traced:
+        """The decode program of a call over `visible` pages (default: a whole slot's) traced
+        with this engine's arguments, to lower and compile (the tests, the memory planner);
+        nothing runs."""
+        visible = visible or self.config.pages_per_slot
+        arguments = self.decode_arguments(visible)
+        return self._calls.trace_decode(self.decode_program(visible), arguments)
+
+    def trace_ingest(self, visible: int | None = None) -> jax.stages.Traced:
+        """The ingest program over `visible` pages traced, like `trace_decode`."""
+        visible = visible or self.config.pages_per_slot
+        return self._calls.trace_ingest(self.state, self._graphdef, self._params, visible)
+
+    def _run_decode(self, visible: int, num_steps: int, running: set[int]):
+        program = self.decode_program(visible, num_steps)
+        self.state, out = self._calls.decode(program, self.decode_arguments(visible, running))
+        return out
+
+    def _table(self, visible: int, running: set[int] | None) -> SlotTable:
+        """The slot table of every slot, for a call attending over `visible` pages (other
+        processes' slots are filled in by their own processes)."""
+        slots, cfg = self._slots, self.config
+        host = SlotTable(
+            np.stack([self._pages.table_row(i)[:visible] for i in range(cfg.num_slots)]),
+            np.array(
+                [
+                    min(cfg.capacity, self._pages.page_count(i) * cfg.page_size)
+                    for i in range(cfg.num_slots)
+                ]
+            ),
+            np.array([s.cached for s in slots]),
+            np.array([s.pending or 0 for s in slots]),
+            np.array([s.active and (running is None or i in running) for i, s in enumerate(slots)]),
+            np.array([s.budget for s in slots]),
+            np.stack([stream_words(s.stream) for s in slots]),
+        )
+        return SlotTable(
+            *(self._calls.to_device(x.astype(dt)) for x, dt in zip(host, TABLE_DTYPES, strict=True))
+        )
 
     def _check_slot(self, slot: int) -> None:
         if self.state is None:

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from swejax.models.kv_cache import copy_in_pages, copy_out_pages
 from swejax.sampling._state import EngineState, SlotTable
 from swejax.sampling._strategies import SamplingParams, sample
 
@@ -28,7 +29,9 @@ class StopReason(enum.IntEnum):
     STOP_TOKEN = 1  # sampled an end-of-turn token
     BUDGET = 2  # sampled its per-turn token budget
     CONTEXT_FULL = 3  # the sequence reached the slot's capacity
-    OUT_OF_PAGES = 4  # the shared page pool had no page left for it
+    # The slot's pages ran out: never seen by the engine's users, which gives a slot its pages
+    # before each call (preempting others) and keeps the turn going.
+    OUT_OF_PAGES = 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,3 +193,25 @@ def jit_decode(shardings: EngineState, rows: jax.sharding.Sharding):
         donate_argnums=2,
         out_shardings=(shardings, (rows,) * 4),
     )
+
+
+@functools.cache
+def jit_swap_out(rows: jax.sharding.Sharding):
+    """(state, pages [R, n]) -> (k, v) [R, L, n, page, K, H] at `rows`: each row's pages of
+    every layer, copied out (`kv_cache.copy_out_pages`). Reads only."""
+
+    def swap_out(state: EngineState, pages):
+        return copy_out_pages(state.cache, pages)
+
+    return jax.jit(swap_out, out_shardings=(rows, rows))
+
+
+@functools.cache
+def jit_swap_in(shardings: EngineState):
+    """(state (donated), pages [R, n], k, v [R, L, n, page, K, H]) -> state with each row's
+    pages written back (`kv_cache.copy_in_pages`)."""
+
+    def swap_in(state: EngineState, pages, k, v) -> EngineState:
+        return state._replace(cache=copy_in_pages(state.cache, pages, k, v))
+
+    return jax.jit(swap_in, donate_argnums=0, out_shardings=shardings)

@@ -35,6 +35,16 @@ class Objective:
         if self.eps_low < 0 or self.eps_high < 0:
             raise ValueError(f"eps_low and eps_high must be >= 0, got {self}")
 
+    @classmethod
+    def of_phase(cls, phase: str, eps_low: float = 0.0, eps_high: float = 0.0) -> Objective:
+        """The objective of a run's phase: "rft" trains by cross-entropy, "dapo" by the
+        clipped surrogate with the given clip range."""
+        if phase == "rft":
+            return cls("sft")
+        if phase == "dapo":
+            return cls("dapo", eps_low, eps_high)
+        raise ValueError(f"unknown phase {phase!r}; rft or dapo")
+
 
 def token_logprobs(model, tokens, positions, segment_ids, chunk: int = 1024):
     """log p(tokens[:, t] | earlier tokens of its segment), aligned with tokens (column 0 and

@@ -1,0 +1,186 @@
+"""The rollout layout: the devices decoding runs on, and the copy of the weights it decodes.
+
+Training lays the weights out for the train step: split over fsdp (and context) across hosts,
+over tensor inside a host. A decode step reads every weight once for one token per slot, so
+decoding over that layout gathers the whole model across hosts at every step (72B on 16 x 8
+chips: about 16 GiB per chip per token). The rollout layout instead keeps tensor parallelism
+inside a host and makes every other device a replica:
+
+    training   W[D_fsdp, F_tp]   over (data, fsdp, tensor, context), one mesh of every process
+    rollout    W[D, F_tp]        over (data = replicas, tensor), each process its own mesh
+
+Each process decodes its own slots on its own replicas (`RolloutLayout.mesh`, its devices only),
+so a decode step has no collective across hosts, and processes go at their own pace between
+rollouts. Before a phase that samples, `decode_weights` copies the training state once into this
+layout in the compute dtype (one reshard over every device, collective); the copy is dropped
+before the next train step. Where the layouts coincide (one device, or weights already
+replicated as the rollout wants them) nothing is copied: each process's shards are taken as
+they are.
+
+Tensor groups are cut from the training mesh's own device order (tensor varies fastest there,
+`swejax.sharding.make_mesh`), so the reshard is an all-gather along the batch axes, never a
+shuffle; a group whose devices would sit on two hosts is refused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding
+
+from swejax.models.build import param_shardings
+from swejax.sharding import MESH_AXES
+
+
+class LayoutError(ValueError):
+    """A rollout layout that cannot be built on these devices (the message says why)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RolloutLayout:
+    """Where decoding runs: `replicas` x `tensor` devices over all processes.
+
+    `mesh`: this process's replicas (axes MESH_AXES: data = its replicas, tensor; fsdp and
+    context 1), what the engine runs on. `copy_mesh`: every process's replicas in one mesh,
+    the target of the copy."""
+
+    mesh: Mesh
+    copy_mesh: Mesh
+    tensor: int
+
+    @property
+    def replicas(self) -> int:
+        """Replicas over all processes."""
+        return self.copy_mesh.shape["data"]
+
+    @property
+    def local_replicas(self) -> int:
+        return self.mesh.shape["data"]
+
+
+def default_tensor(train_tensor: int, devices_per_host: int) -> int:
+    """The rollout's tensor parallelism: the training mesh's, cut to what one host holds (the
+    largest common divisor of the two), so a replica never spans hosts."""
+    return math.gcd(train_tensor, devices_per_host)
+
+
+def rollout_layout(
+    train_mesh: Mesh, tensor: int = 0, hosts: Sequence[int] | None = None
+) -> RolloutLayout:
+    """The rollout layout over the training mesh's devices.
+
+    `tensor`: devices per replica (0: `default_tensor`). `hosts[i]`: the host of the i-th
+    device of the training mesh in its device order (default: each device's process), for
+    planning a pod from one process. This process's mesh holds the replicas on its host (the
+    host of its first local device when planning)."""
+    devices = _device_order(train_mesh)
+    hosts = [d.process_index for d in devices] if hosts is None else list(hosts)
+    if len(hosts) != len(devices):
+        raise LayoutError(f"{len(hosts)} host numbers for {len(devices)} devices")
+    per_host = min(hosts.count(h) for h in set(hosts))
+    tensor = tensor or default_tensor(train_mesh.shape["tensor"], per_host)
+    if per_host % tensor:
+        raise LayoutError(
+            f"engine.tensor={tensor} does not divide the {per_host} devices of a host: a "
+            "replica must sit on one host"
+        )
+    groups = np.asarray(devices, dtype=object).reshape(-1, tensor)
+    group_hosts = np.asarray(hosts).reshape(-1, tensor)
+    split = [i for i, row in enumerate(group_hosts) if len(set(row.tolist())) > 1]
+    if split:
+        raise LayoutError(
+            f"tensor group {split[0]} of the rollout layout spans hosts "
+            f"{sorted(set(group_hosts[split[0]].tolist()))}: set engine.tensor to divide the "
+            "devices of one host, or order the training mesh's devices by host"
+        )
+    local = jax.local_devices()[0]
+    # Planning for devices this process does not have (a TPU slice): the first host's view.
+    me = hosts[devices.index(local)] if local in devices else hosts[0]
+    mine = groups[group_hosts[:, 0] == me]
+    return RolloutLayout(_mesh(mine), _mesh(groups), tensor)
+
+
+def _device_order(mesh: Mesh) -> list:
+    """The mesh's devices with tensor varying fastest, then context, then the batch axes: the
+    order `swejax.sharding.make_mesh` laid them out in."""
+    order = ("data", "fsdp", "context", "tensor")
+    grid = np.transpose(mesh.devices, [MESH_AXES.index(axis) for axis in order])
+    return list(grid.reshape(-1))
+
+
+def _mesh(groups: np.ndarray) -> Mesh:
+    """A mesh over replica groups [replicas, tensor], axes MESH_AXES."""
+    replicas, tensor = groups.shape
+    return Mesh(groups.reshape(replicas, 1, tensor, 1), MESH_AXES)
+
+
+# --- the copy of the weights -------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class DecodeWeights:
+    """The weights decoding reads: a State shaped like the model's, every array on the layout's
+    mesh (this process's devices) in the compute dtype."""
+
+    params: nnx.State
+    copied: bool  # False: the training state's own arrays (the layouts coincide)
+    bytes_per_device: int  # of the copy on one device (0 when nothing was copied)
+    seconds: float  # the copy's time, the reshard included
+
+    def drop(self) -> None:
+        """Give the copy's device memory back (before the train step needs it)."""
+        if self.copied:
+            for leaf in jax.tree.leaves(self.params):
+                leaf.delete()
+        self.params = None
+
+
+def decode_weights(model: nnx.Module, layout: RolloutLayout) -> DecodeWeights:
+    """The model's weights in the rollout layout, in the compute dtype (`model.cfg.dtype`):
+    copied where the training state differs in sharding or dtype, else its own arrays.
+    Collective where it copies: every process calls it with the same model."""
+    started = time.perf_counter()
+    state = nnx.state(model)
+    dtype = jnp.dtype(model.cfg.dtype)
+    targets = param_shardings(model, layout.copy_mesh)
+    arrays, shardings = jax.tree.leaves(state), jax.tree.leaves(targets)
+    same = all(
+        a.dtype == dtype and a.sharding.is_equivalent_to(s, a.ndim)
+        for a, s in zip(arrays, shardings, strict=True)
+    )
+    if not same:
+        arrays = _cast(arrays, dtype)  # at the training sharding: the reshard moves fewer bytes
+        arrays = jax.device_put(arrays, shardings)
+    local = [_on_local_mesh(a, s, layout.mesh) for a, s in zip(arrays, shardings, strict=True)]
+    params = jax.tree.unflatten(jax.tree.structure(state), local)
+    jax.block_until_ready(local)
+    first = layout.mesh.devices.flat[0]
+    copied_bytes = 0 if same else sum(_bytes_on(a, first) for a in local)
+    return DecodeWeights(params, not same, copied_bytes, time.perf_counter() - started)
+
+
+def _cast(arrays: list[jax.Array], dtype) -> list[jax.Array]:
+    """Each array in `dtype`, where it is (an array already in it is kept)."""
+    cast = jax.jit(lambda xs: [x.astype(dtype) for x in xs])
+    return cast(arrays)
+
+
+def _on_local_mesh(array: jax.Array, target: NamedSharding, mesh: Mesh) -> jax.Array:
+    """`array` (laid out as `target` over every process's replicas) as an array over this
+    process's mesh: its shards on this process's devices, not copied."""
+    shards = {shard.device: shard.data for shard in array.addressable_shards}
+    sharding = NamedSharding(mesh, target.spec)
+    return jax.make_array_from_single_device_arrays(
+        array.shape, sharding, [shards[d] for d in mesh.devices.flat]
+    )
+
+
+def _bytes_on(array: jax.Array, device) -> int:
+    return sum(s.data.nbytes for s in array.addressable_shards if s.device == device)
