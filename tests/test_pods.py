@@ -128,18 +128,39 @@ def _two_processes(script: str, *args: str) -> None:
 
 
 @pytest.mark.slow
-def test_lockstep_engine_rounds_equal_one_process(tmp_path):
-    """Each process feeds and samples only its own slots, and takes part in every call even in
-    rounds where it has nothing ready; its slots sample what they do in one process."""
+def test_engine_rounds_on_2_processes_equal_one_process_in_either_layout(tmp_path):
+    """Over the training layout each process feeds and samples only its own slots, and takes
+    part in every call even in rounds where it has nothing ready. Over the rollout layout each
+    process decodes alone on its own 4 devices (no collective across processes in its compiled
+    decode, where the training layout's gathers the fsdp-split weights across them). Either
+    way its slots sample what they do in one process."""
+    import jax
+    from flax import nnx
     from pods.engine_rounds import build_engine, schedule
 
     _two_processes("engine_rounds.py", str(tmp_path))
     parts = [json.loads((tmp_path / f"process_{i}.json").read_text()) for i in (0, 1)]
     assert [p["local_slots"] for p in parts] == [[0, 1, 2, 3], [4, 5, 6, 7]]
-    reference = schedule(build_engine())  # 1 process x 8 devices, every slot its own
+    engine = build_engine()  # 1 process x 8 devices, every slot its own
+    weights = sum(leaf.nbytes for leaf in jax.tree.leaves(nnx.state(engine.model)))
+    reference = schedule(engine)
     assert len(reference[0]) == 12 and len(reference[4]) == 6
     assert parts[0]["sampled"] == {"0": reference[0]}
     assert parts[1]["sampled"] == {"4": reference[4]}
+    for i, part in enumerate(parts):
+        rollout = part["rollout"]
+        assert rollout["processes"] == [i] and rollout["me"] == i
+        assert rollout["copied"] and not rollout["collective"]
+        assert rollout["sampled"] == part["sampled"]
+        moved = rollout["bytes"]
+        assert moved["per_call_across_hosts"] == moved["per_step_across_hosts"] == 0, moved
+        gathered = part["training_bytes"]
+        print(f"\nprocess {i}: decode collectives, training layout {gathered}, rollout {moved}")
+        # The weights split over fsdp=8 are gathered over both processes for every decode
+        # call (the CPU compiler hoists the gathers out of the step loop; a TPU's gathers
+        # them every step), and the loop's "any slot still active" is an all-reduce over both.
+        assert gathered["per_call_across_hosts"] > 0.9 * weights, (gathered, weights)
+        assert gathered["per_step_across_hosts"] > 0
 
 
 @pytest.mark.slow

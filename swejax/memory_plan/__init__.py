@@ -21,6 +21,12 @@ from swejax.memory_plan._analytic import (
     analytic_breakdown,
     local_elements,
 )
+from swejax.memory_plan._collectives import (
+    Collective,
+    CollectiveBytes,
+    collective_bytes,
+    program_collectives,
+)
 from swejax.memory_plan._compile import (
     CompileOutOfMemory,
     CompileResult,
@@ -49,6 +55,8 @@ __all__ = [
     "DecodeShape",
     "GIB",
     "Breakdown",
+    "Collective",
+    "CollectiveBytes",
     "CompileOutOfMemory",
     "CompileResult",
     "Item",
@@ -60,6 +68,7 @@ __all__ = [
     "abstract_train_state",
     "batch_rows",
     "analytic_breakdown",
+    "collective_bytes",
     "compile_attention",
     "compile_decode_step",
     "compile_train_step",
@@ -70,6 +79,7 @@ __all__ = [
     "page_bytes",
     "plan",
     "plan_spec",
+    "program_collectives",
     "rollout_items",
     "state_bytes",
 ]

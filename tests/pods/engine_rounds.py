@@ -1,5 +1,8 @@
-"""The lockstep-engine check of tests/test_pods.py: a fixed schedule of engine calls in which
-each process acts on its own slots only, yet every process makes every collective call.
+"""The engine checks of tests/test_pods.py. Over the training layout (a mesh of both
+processes): a fixed schedule of engine calls in which each process acts on its own slots only,
+yet every process makes every collective call. Over the rollout layout: each process copies the
+weights once (collective), then decodes the same schedule alone, on its own devices, with no
+collective across the processes in its decode program.
 
     python tests/pods/engine_rounds.py COORDINATOR PROCESS_ID WORK_DIR   # one of 2 processes
 
@@ -8,6 +11,7 @@ each process acts on its own slots only, yet every process makes every collectiv
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -29,24 +33,57 @@ def build_engine():
     return Engine(model, config, SamplingParams(temperature=1.0), mesh, seed=5)
 
 
-def schedule(engine) -> dict[int, list[int]]:
+def schedule(engine, slots: dict[int, int] | None = None) -> dict[int, list[int]]:
     """Six rounds: slot 0 starts at once; slot 4 only in round 2 (its process has nothing to
     feed or decode before, the other nothing to feed then); slot 0 gets an observation in round
-    3 and a second turn. Returns the tokens each of this process's slots sampled."""
-    mine = set(engine.local_slots)
-    sampled: dict[int, list[int]] = {s: [] for s in PROMPTS if s in mine}
+    3 and a second turn. Returns the tokens each of this process's slots sampled. `slots` maps
+    the schedule's slots to the engine's (default: the same, where they are this process's)."""
+    if slots is None:
+        slots = {s: s for s in PROMPTS if s in engine.local_slots}
+    sampled: dict[int, list[int]] = {s: [] for s in slots}
     for round_ in range(6):
-        starts = [(s, PROMPTS[s], STREAMS[s]) for s in sampled if START_ROUND[s] == round_]
-        extends = [(0, OBSERVATION)] if round_ == 3 and 0 in sampled else []
+        starts = [(slots[s], PROMPTS[s], STREAMS[s]) for s in slots if START_ROUND[s] == round_]
+        extends = [(slots[0], OBSERVATION)] if round_ == 3 and 0 in slots else []
         engine.feed(starts, extends)
         for slot, _, _ in starts:
             engine.start_turn(slot, 6)
         for slot, _ in extends:
             engine.start_turn(slot, 6)
         result = engine.decode()
-        for slot in sampled:
-            sampled[slot] += result.tokens[slot].tolist()
+        for s in sampled:
+            sampled[s] += result.tokens[slots[s]].tolist()
     return sampled
+
+
+def decode_collectives(engine) -> dict[str, int]:
+    """Bytes the engine's compiled decode program moves, within a host and across hosts."""
+    from swejax.memory_plan import collective_bytes
+
+    text = engine.trace_decode().lower().compile().as_text()
+    hosts = [d.process_index for d in engine.mesh.devices.flat]
+    return dataclasses.asdict(collective_bytes(text, hosts))
+
+
+def on_rollout_layout(engine) -> dict:
+    """The schedule again on this process's rollout replicas, from a copy of the weights."""
+    import jax
+
+    from swejax.sampling import Engine, decode_weights, rollout_layout
+
+    layout = rollout_layout(engine.mesh)
+    weights = decode_weights(engine.model, layout)
+    share = dataclasses.replace(engine.config, num_slots=engine.config.num_slots // 2)
+    local = Engine(engine.model, share, engine.sampling, layout.mesh, seed=5)
+    local.use_weights(weights.params)
+    mine = next(s for s in PROMPTS if s in engine.local_slots)
+    return {
+        "processes": sorted({d.process_index for d in layout.mesh.devices.flat}),
+        "me": jax.process_index(),
+        "collective": local.collective,
+        "copied": weights.copied,
+        "sampled": schedule(local, {mine: 0}),
+        "bytes": decode_collectives(local),
+    }
 
 
 def main() -> int:
@@ -57,8 +94,11 @@ def main() -> int:
     distributed.start(DistributedConfig(coordinator, 2, process_id, 60))
     engine = build_engine()
     sampled = schedule(engine)
+    result = {"local_slots": list(engine.local_slots), "sampled": sampled}
+    result["training_bytes"] = decode_collectives(engine)
+    result["rollout"] = on_rollout_layout(engine)
     with open(os.path.join(work, f"process_{process_id}.json"), "w") as f:
-        json.dump({"local_slots": list(engine.local_slots), "sampled": sampled}, f)
+        json.dump(result, f)
     return 0
 
 
