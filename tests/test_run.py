@@ -357,3 +357,74 @@ def test_a_new_stage_starts_from_the_last_runs_weights(tmp_path):
     jax.tree.map(
         np.testing.assert_array_equal, nnx.state(second.built.model), nnx.state(first.built.model)
     )
+
+
+def _trajectories(path) -> list[dict]:
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+@pytest.mark.slow
+def test_the_rollout_layout_samples_and_trains_as_decoding_over_the_training_layout(tmp_path):
+    """The train mode on 8 devices (mesh fsdp=8): decoding from the copy in the rollout layout
+    (8 replicas) and over the training state itself give the same episodes, byte for byte, and
+    the same training; only the rollout layout copies the weights."""
+    from swejax.main import main
+
+    argv = [
+        "--config.tasks.train=swejax__b_paginator",
+        "--config.rft.epochs=2",
+        "--config.dapo.iterations=1",
+        "--config.dapo.tasks_per_iteration=1",
+        "--config.dapo.group_size=4",
+        "--config.dapo.batch_size=2",
+        "--config.eval.runs=1",
+        "--config.scaffold.max_turns=2",
+        "--config.dapo.l_thr=1",
+    ]
+    for layout in ("rollout", "training"):
+        args = [f"--config.run_dir={tmp_path / layout}", f"--config.engine.layout={layout}"]
+        assert main(["train", *argv, *args]) == 0
+    rollout, training = tmp_path / "rollout" / "tiny", tmp_path / "training" / "tiny"
+    files = sorted(os.listdir(rollout / "trajectories"))
+    assert files == sorted(os.listdir(training / "trajectories")) and "iter_00000.jsonl" in files
+    for name in files:
+        assert _read(rollout / "trajectories" / name) == _read(training / "trajectories" / name)
+    rows = [
+        [json.loads(line) for line in _read(run / "metrics.jsonl").splitlines()]
+        for run in (rollout, training)
+    ]
+    assert [r["kind"] for r in rows[0]] == ["eval", "rft", "eval", "dapo", "eval"]
+    for a, b in zip(*rows, strict=True):
+        assert b["decode_copy_bytes"] == 0 and a.keys() == b.keys()
+        if a["kind"] != "rft":  # RFT from demonstrations decodes nothing
+            assert a["decode_copy_bytes"] > 0
+        for key in a:
+            if key not in ("seconds", "idle_fraction", "decode_copy_bytes") and key[-2:] != "_s":
+                np.testing.assert_equal(a[key], b[key], err_msg=key)
+
+
+@pytest.mark.slow
+def test_an_evaluation_with_too_few_pages_preempts_and_draws_the_same_episodes(tmp_path):
+    """4 episodes on 4 slots of one replica (tensor=8) whose pool holds one whole sequence:
+    episodes wait swapped out instead of ending, and every one is the episode a pool with
+    room for all four gives, token for token."""
+    from swejax.main import main
+
+    argv = ["eval", f"--only={TASK}", "--runs=4", "--config.mesh.fsdp=1"]
+    argv += ["--config.mesh.tensor=8", "--config.engine.num_slots=4"]
+    argv += ["--config.scaffold.max_turns=3", "--config.dapo.l_thr=1"]
+    reports, episodes = {}, {}
+    for pages in (16, 0):  # 16 pages of 64 tokens: one sequence at engine.capacity=1024
+        out = tmp_path / f"pages-{pages}"
+        args = [f"--config.run_dir={out}", f"--config.engine.num_pages={pages}"]
+        assert main([*argv, *args, f"--report={out}.json"]) == 0
+        reports[pages] = json.loads((tmp_path / f"pages-{pages}.json").read_text())
+        episodes[pages] = _trajectories(out / "tiny" / "eval" / "trajectories.jsonl")
+    assert reports[0]["preemptions"] == reports[0]["swapped_tokens"] == 0
+    assert reports[16]["preemptions"] > 4 and reports[16]["swapped_tokens"] > 4 * 512
+    assert sum(len(e["tokens"]) for e in episodes[16]) > 3 * 1024  # more than the pool holds
+    for tight, roomy in zip(episodes[16], episodes[0], strict=True):
+        np.testing.assert_allclose(tight.pop("logprobs"), roomy.pop("logprobs"), atol=1e-5)
+        assert tight == roomy
+        assert tight["end_reason"] == "turn_limit"
