@@ -5,9 +5,11 @@ While a phase samples, the training state stays where it is (weights and AdamW m
 training sharding) and decoding adds, per device:
 
     rollout layout   the decode copy (every weight in the compute dtype, split over the
-                     replica's tensor devices only), the layer weights split out of the stacked
-                     arrays once per decode call (`engine.split_layer_weights`), float32 logits
-                     and sampling buffers per slot, and the KV pool;
+                     replica's tensor devices only, each layer's arrays apart), float32 logits
+                     and sampling buffers per slot, and the KV pool (where the training state
+                     is already laid out and typed as decoding wants it, nothing is copied and
+                     each decode call copies the layers out of the stack instead,
+                     `engine.split_layer_weights`);
     training layout  the layer slices of the training arrays, one layer and the embedding and
                      head tables gathered over fsdp, logits, and the KV pool.
 
@@ -120,18 +122,19 @@ def _fixed_items(spec: PlanSpec, shape: DecodeShape) -> list[Item]:
     """What decoding holds per device besides the pool and the per-slot buffers."""
     cfg, engine = spec.model, spec.engine
     c, p = jnp.dtype(cfg.dtype).itemsize, jnp.dtype(cfg.param_dtype).itemsize
-    if shape.layout == "rollout":
-        total, layers = _weights_on(cfg, shape.mesh)
-        items = [
+    if shape.layout == "rollout" and copies_weights(spec, shape):
+        total, _ = _weights_on(cfg, shape.mesh)
+        return [
             Item(
                 "decode copy",
-                total * c if copies_weights(spec, shape) else 0,
+                total * c,
                 "rollout",
-                f"the weights in {cfg.dtype}, tensor={shape.tensor}, one replica per "
-                f"{shape.tensor} devices; dropped before training",
+                f"the weights in {cfg.dtype}, layers apart, tensor={shape.tensor} (a replica "
+                f"per {shape.tensor} devices); dropped before training",
             )
         ]
-        split = layers * c
+    if shape.layout == "rollout":  # the training state is already as decoding wants it
+        items, split = [], _weights_on(cfg, shape.mesh)[1] * p
     else:
         params = _param_counts(cfg, abstract_mesh(spec.mesh))
         items = [

@@ -25,15 +25,17 @@ shuffle; a group whose devices would sit on two hosts is refused.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from swejax.models.build import param_shardings
 from swejax.sharding import MESH_AXES
@@ -124,28 +126,49 @@ def _mesh(groups: np.ndarray) -> Mesh:
 # --- the copy of the weights -------------------------------------------------------------------
 
 
+class SplitWeights(NamedTuple):
+    """Weights with every layer's arrays apart (a pytree): what a decode step reads layer by
+    layer. Stacked [L, ...] arrays make XLA copy a layer's weights out of the stack at each use
+    inside a loop; the decode programs otherwise copy all of them out once per call
+    (`Qwen2.split_layer_weights`), one more copy of the weights while a call runs."""
+
+    rest: nnx.State  # the model's state without "layers"
+    layers: tuple[nnx.State, ...]  # layer i's weights, shaped like one layer of the stack
+
+    def model_state(self) -> nnx.State:
+        """A state to merge the model with: `rest`, and scalar stand-ins for the stacked
+        layers, which a program given `layers` never reads."""
+        stand_ins = jax.tree.map(lambda a: jnp.zeros((), a.dtype), self.layers[0])
+        return nnx.State({**dict(self.rest.items()), "layers": stand_ins})
+
+
 @dataclasses.dataclass
 class DecodeWeights:
-    """The weights decoding reads: a State shaped like the model's, every array on the layout's
-    mesh (this process's devices) in the compute dtype."""
+    """The weights decoding reads, every array on the layout's mesh (this process's devices)
+    in the compute dtype: a `SplitWeights` copy, or the training state's own arrays (a State
+    shaped like the model's) where the layouts coincide."""
 
-    params: nnx.State
-    copied: bool  # False: the training state's own arrays (the layouts coincide)
+    params: SplitWeights | nnx.State | None
+    copied: bool  # False: the training state's own arrays
     bytes_per_device: int  # of the copy on one device (0 when nothing was copied)
     seconds: float  # the copy's time, the reshard included
+    # The arrays of the copy that hold buffers of their own (an array already as the rollout
+    # wants it is the training state's, never freed here).
+    owned: list = dataclasses.field(default_factory=list, repr=False)
 
     def drop(self) -> None:
         """Give the copy's device memory back (before the train step needs it)."""
-        if self.copied:
-            for leaf in jax.tree.leaves(self.params):
-                leaf.delete()
-        self.params = None
+        for array in self.owned:
+            array.delete()
+        self.owned, self.params = [], None
 
 
 def decode_weights(model: nnx.Module, layout: RolloutLayout) -> DecodeWeights:
     """The model's weights in the rollout layout, in the compute dtype (`model.cfg.dtype`):
-    copied where the training state differs in sharding or dtype, else its own arrays.
-    Collective where it copies: every process calls it with the same model."""
+    copied, its layers apart (`SplitWeights`), where the training state differs in sharding
+    or dtype; else the training state's own arrays. Collective where it copies: every process
+    calls it with the same model. One array at a time is cast, resharded and split, so the
+    copy never holds more than one stacked array beside its result."""
     started = time.perf_counter()
     state = nnx.state(model)
     dtype = jnp.dtype(model.cfg.dtype)
@@ -155,30 +178,71 @@ def decode_weights(model: nnx.Module, layout: RolloutLayout) -> DecodeWeights:
         a.dtype == dtype and a.sharding.is_equivalent_to(s, a.ndim)
         for a, s in zip(arrays, shardings, strict=True)
     )
-    if not same:
-        arrays = _cast(arrays, dtype)  # at the training sharding: the reshard moves fewer bytes
-        arrays = jax.device_put(arrays, shardings)
-    local = [_on_local_mesh(a, s, layout.mesh) for a, s in zip(arrays, shardings, strict=True)]
-    params = jax.tree.unflatten(jax.tree.structure(state), local)
-    jax.block_until_ready(local)
+    if same:
+        local = [
+            _on_local_mesh(a, s.spec, layout.mesh) for a, s in zip(arrays, shardings, strict=True)
+        ]
+        params = jax.tree.unflatten(jax.tree.structure(state), local)
+        return DecodeWeights(params, False, 0, time.perf_counter() - started)
+    rest, owned = {}, []
+    layers: list[dict] = [{} for _ in range(model.cfg.num_layers)]
+    target_of = dict(nnx.to_flat_state(targets))
+    for path, variable in nnx.to_flat_state(state):
+        target, original = target_of[path], variable.get_value()
+        target = getattr(target, "value", target)
+        array = jax.device_put(_cast(original, dtype), target)
+        fresh = not _shares_buffers(array, original)
+        if path[0] != "layers":
+            local = _on_local_mesh(array, target.spec, layout.mesh)
+            rest[path] = variable.replace(local)
+            owned += [local] if fresh else []
+            continue
+        spec = PartitionSpec(*target.spec[1:])
+        for i, part in enumerate(_unstack(array, NamedSharding(layout.copy_mesh, spec))):
+            layers[i][path[1:]] = variable.replace(_on_local_mesh(part, spec, layout.mesh))
+            owned.append(layers[i][path[1:]].get_value())
+        if fresh:
+            array.delete()
+    params = SplitWeights(
+        nnx.from_flat_state(rest), tuple(nnx.from_flat_state(layer) for layer in layers)
+    )
+    jax.block_until_ready(params)
     first = layout.mesh.devices.flat[0]
-    copied_bytes = 0 if same else sum(_bytes_on(a, first) for a in local)
-    return DecodeWeights(params, not same, copied_bytes, time.perf_counter() - started)
+    copied = sum(_bytes_on(a, first) for a in owned)
+    return DecodeWeights(params, True, copied, time.perf_counter() - started, owned)
 
 
-def _cast(arrays: list[jax.Array], dtype) -> list[jax.Array]:
-    """Each array in `dtype`, where it is (an array already in it is kept)."""
-    cast = jax.jit(lambda xs: [x.astype(dtype) for x in xs])
-    return cast(arrays)
+def _shares_buffers(array: jax.Array, original: jax.Array) -> bool:
+    """Whether `array` holds any of `original`'s device buffers (a reshard that had nothing to
+    move hands the same buffers back)."""
+    mine = {s.data.unsafe_buffer_pointer() for s in array.addressable_shards}
+    return any(s.data.unsafe_buffer_pointer() in mine for s in original.addressable_shards)
 
 
-def _on_local_mesh(array: jax.Array, target: NamedSharding, mesh: Mesh) -> jax.Array:
-    """`array` (laid out as `target` over every process's replicas) as an array over this
+@functools.cache
+def _caster(dtype):
+    return jax.jit(lambda x: x.astype(dtype))
+
+
+def _cast(array: jax.Array, dtype) -> jax.Array:
+    """`array` in `dtype`, where it is: the reshard then moves the smaller copy."""
+    return array if array.dtype == dtype else _caster(dtype)(array)
+
+
+def _unstack(array: jax.Array, sharding: NamedSharding) -> list[jax.Array]:
+    """A stacked [L, ...] array as L arrays at `sharding`."""
+    split = jax.jit(
+        lambda x: [x[i] for i in range(x.shape[0])], out_shardings=[sharding] * array.shape[0]
+    )
+    return split(array)
+
+
+def _on_local_mesh(array: jax.Array, spec: PartitionSpec, mesh: Mesh) -> jax.Array:
+    """`array` (laid out by `spec` over every process's replicas) as an array over this
     process's mesh: its shards on this process's devices, not copied."""
     shards = {shard.device: shard.data for shard in array.addressable_shards}
-    sharding = NamedSharding(mesh, target.spec)
     return jax.make_array_from_single_device_arrays(
-        array.shape, sharding, [shards[d] for d in mesh.devices.flat]
+        array.shape, NamedSharding(mesh, spec), [shards[d] for d in mesh.devices.flat]
     )
 
 

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from swejax.models.kv_cache import copy_in_pages, copy_out_pages
+from swejax.sampling._layout import SplitWeights
 from swejax.sampling._state import EngineState, SlotTable
 from swejax.sampling._strategies import SamplingParams, sample
 
@@ -49,12 +50,14 @@ class IngestProgram:
 
         Rows with count 0 are padding: nothing of theirs is written.
         """
-        model = nnx.merge(self.graphdef, params)
+        model, layer_weights = merged(self.graphdef, params, split=False)
         index = jnp.arange(tokens.shape[1])[None, :]
         # Padding lies past every visible page, where the cache drops writes.
         beyond = self.visible_pages * state.cache.k.shape[2]
         positions = jnp.where(index < counts[:, None], starts[:, None] + index, beyond)
-        _, cache = model.hidden_states_cached(tokens, positions, state.cache, pages)
+        _, cache = model.hidden_states_cached(
+            tokens, positions, state.cache, pages, layer_weights
+        )
         return state._replace(cache=cache)
 
 
@@ -83,12 +86,11 @@ class DecodeProgram:
         `seen` [S, V] bool: the tokens in each slot's sequence, the pending one included (only
         with a repetition penalty; None otherwise, and nothing of it is carried). Each step
         adds the tokens it samples, as the host does to its own copy from the outputs."""
-        model = nnx.merge(self.graphdef, params)
+        model, layer_weights = merged(self.graphdef, params, self.split_layer_weights)
         num_slots, num_steps = table.lengths.shape[0], self.num_steps
         beyond = self.visible_pages * state.cache.k.shape[2]
         stops = jnp.asarray(self.stop_tokens, jnp.int32).reshape(-1)
         pages = table.pages
-        layer_weights = model.split_layer_weights() if self.split_layer_weights else None
 
         def step(carry):
             i, cache, table, tokens_out, logprobs_out, emitted, reasons, seen = carry
@@ -150,6 +152,16 @@ class DecodeProgram:
             keep_going, step, init
         )
         return state._replace(cache=cache), (tokens, logprobs, emitted, reasons)
+
+
+def merged(graphdef: nnx.GraphDef, params, split: bool) -> tuple[nnx.Module, list | None]:
+    """The model of a program's `params` and the per-layer weights to run it with: a decode
+    copy's own (`SplitWeights`), or, from a model state, copied out of the stacked arrays once
+    (`split`) or none (the layers run from the stack)."""
+    if isinstance(params, SplitWeights):
+        return nnx.merge(graphdef, params.model_state()), list(params.layers)
+    model = nnx.merge(graphdef, params)
+    return model, model.split_layer_weights() if split else None
 
 
 def mark_seen(seen: jax.Array, tokens: jax.Array, active: jax.Array) -> jax.Array:
