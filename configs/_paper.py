@@ -6,8 +6,9 @@ mesh is for 16 x 8 H200 (128 devices): tensor parallelism inside a node, FSDP ac
 and ring attention over the context axis (2 at 65k, 4 at 131k), as planned with
 `tools/plan_memory.py --config=...` (docs/long_context.md). Each micro-batch is one row per
 batch shard, so an optimizer step of 128 (or 256) trajectories takes as many micro-batches as
-it has rows per shard. The KV pool gives each of the 64 slots its full context, released
-before each train step.
+it has rows per shard. The engine decodes in the rollout layout (tensor parallelism inside a node,
+a replica per node) with as many slots and KV pages as an H200 holds, released before each train
+step.
 """
 
 import ml_collections
@@ -30,6 +31,12 @@ def paper_config(
     config.tasks.eval = ""  # set to the Verified-50 ids for tracking
     config.scaffold.max_turns = max_turns
     config.engine.capacity = capacity
+    # The rollout layout (the default): each node decodes alone from a bfloat16 copy at
+    # tensor=8. Slots and pages as many as an H200 holds beside the training state and the
+    # copy, slots at half the context each (tools/plan_memory.py shows the numbers).
+    config.engine.num_slots = 0
+    config.engine.num_pages = 0
+    config.engine.memory_gib = 141.0
     config.train.row_length = capacity
     batch_shards = DEVICES // (config.mesh.tensor * context)  # data x fsdp
     config.train.micro_batches = max(1, batch_size // batch_shards)

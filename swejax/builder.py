@@ -247,14 +247,18 @@ def engine_config_of(built: Built, training: bool = True):
 
 
 def device_memory(config: Config) -> int | None:
-    """Bytes of one device's memory the engine sizes itself for: `engine.memory_gib`, else what
-    the device reports (a GPU or TPU; None on a CPU)."""
+    """Bytes of one device's memory the engine sizes itself for: `engine.memory_gib` or what
+    the device reports (a GPU's or TPU's allocator limit; a CPU reports none), the smaller
+    where both are known; None where neither is."""
     import jax
 
-    if config.engine.memory_gib:
-        return int(config.engine.memory_gib * 2**30)
     stats = jax.local_devices()[0].memory_stats() or {}
-    return stats.get("bytes_limit")
+    known = [
+        stats.get("bytes_limit"),
+        config.engine.memory_gib and config.engine.memory_gib * 2**30,
+    ]
+    known = [int(x) for x in known if x]
+    return min(known) if known else None
 
 
 def decode_weights(built: Built):

@@ -1,18 +1,28 @@
-"""Per-device memory of the run a config trains, planned on this CPU.
+"""Per-device memory and rollout speed of the run a config trains, planned on this CPU.
 
-    python tools/plan_memory.py --config=configs/qwen25_72b_stage2.py --devices 128
-    python tools/plan_memory.py --config=configs/qwen25_72b_stage2.py --topology v5p:4x4x8 \
-        --device-memory-gib 95 --config.mesh.fsdp=2 --config.mesh.context=8
+    python tools/plan_memory.py --config=configs/qwen25_72b_stage1.py --devices 128   # 16 x 8 H200
+    python tools/plan_memory.py --config=configs/qwen25_72b_stage2.py --topology v5p:4x4x4 \
+        --config.mesh.fsdp=2 --config.mesh.context=8
+    python tools/plan_memory.py --config=configs/qwen25_72b_stage1.py --devices 128 \
+        --hardware h100 --rollout-only --json
 
 The run is the config, as `python -m swejax.main` takes it (`--config=FILE`, `--config.KEY=VALUE`
 overrides; without --config the embedded default): its model, mesh, row length, micro-batches,
 optimizer step and engine (`swejax.memory_plan.plan_spec`). The tool compiles the Trainer's step
-(`swejax.train.jit_train_step`) and the engine's decode program ahead of time for `--devices`
+(`swejax.train.jit_train_step`) and the engine's decode programs ahead of time for `--devices`
 fake CPU devices, or with the TPU compiler for a `--topology` slice, from abstract parameters and
 optimizer state (a 72B model is never allocated), and prints XLA's per-device memory next to an
 analytic breakdown and whether each phase fits the device with headroom (`swejax.memory_plan`).
-`--json` prints one JSON object instead. Exit code 0 when everything fits, 1 when something
-does not, 2 for a bad command or config.
+
+The rollout is planned in both decoding layouts (`engine.layout`): the engine's slots and KV
+pages that fit the device (where `engine.num_slots` or `engine.num_pages` is 0), the bytes a
+decode step reads from device memory, the collective bytes of the compiled decode program
+within a host and across hosts, and, from the hardware's figures (`--hardware`: h200, h100 or
+v5p; the bandwidth flags override them) and an assumed episode (`--turns`, `--reply-tokens`,
+`--observation-tokens`, `--prompt-tokens`), the estimated decode tokens/s and the time of one
+iteration's rollout. Hosts are groups of `--devices-per-host` fake devices, or a TPU slice's
+own. `--json` prints one JSON object instead. Exit code 0 when everything fits, 1 when
+something does not, 2 for a bad command or config.
 """
 
 from __future__ import annotations
@@ -41,7 +51,28 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--phase", choices=("rft", "dapo"), default=None, help="default: DAPO if the run has it"
     )
-    parser.add_argument("--device-memory-gib", type=float, default=141.0)
+    parser.add_argument(
+        "--device-memory-gib",
+        type=float,
+        default=None,
+        help="default: the config's engine.memory_gib, else the hardware's",
+    )
+    parser.add_argument(
+        "--hardware",
+        default=None,
+        help="h200, h100 or v5p (default: v5p for a v5p slice, else h200)",
+    )
+    parser.add_argument("--devices-per-host", type=int, default=None)
+    parser.add_argument("--hbm-gbps", type=float, default=None, help="device memory, GB/s")
+    parser.add_argument("--intra-host-gbps", type=float, default=None, help="per device, GB/s")
+    parser.add_argument("--cross-host-gbps", type=float, default=None, help="per device, GB/s")
+    parser.add_argument("--turns", type=int, default=None, help="default: 3/4 of the turn limit")
+    parser.add_argument("--reply-tokens", type=int, default=300)
+    parser.add_argument("--observation-tokens", type=int, default=1200)
+    parser.add_argument("--prompt-tokens", type=int, default=1500)
+    parser.add_argument(
+        "--rollout-only", action="store_true", help="plan the rollout alone (no train step)"
+    )
     parser.add_argument(
         "--headroom",
         type=float,
@@ -101,6 +132,16 @@ def main(argv: list[str] | None = None) -> int:
         headroom=args.headroom,
         compile_attention=args.compile_attention,
         compile=not args.no_compile,
+        rollout_only=args.rollout_only,
+        hardware=args.hardware,
+        devices_per_host=args.devices_per_host,
+        hbm_gbps=args.hbm_gbps,
+        intra_host_gbps=args.intra_host_gbps,
+        cross_host_gbps=args.cross_host_gbps,
+        turns=args.turns,
+        reply_tokens=args.reply_tokens,
+        observation_tokens=args.observation_tokens,
+        prompt_tokens=args.prompt_tokens,
     )
     try:
         config = load_config(args.config, [a.removeprefix("--config.") for a in leftovers])

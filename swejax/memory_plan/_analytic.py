@@ -2,9 +2,10 @@
 takes on one device, by counting bytes (`analytic_breakdown`).
 
 Weights, AdamW moments, gradients, activations under the remat policy, attention by
-implementation, the output head's chunk, the batch, and the rollout's KV pool (released before
-each train step). Pure arithmetic on a mesh shape (no devices), so it also answers for
-attention kernels that do not run on this machine. Local shapes follow
+implementation, the output head's chunk and the batch; the rollout's items (the decode copy,
+the KV pool: released before each train step) come from `swejax.memory_plan._rollout`. Pure
+arithmetic on a mesh shape (no devices), so it also answers for attention kernels that do not
+run on this machine. Local shapes follow
 `swejax.sharding.logical_to_spec`, the same rule the model uses, so a dimension a mesh axis
 does not divide (28 heads on tensor=8) is counted as replicated, as it is at run time.
 """
@@ -291,8 +292,11 @@ def _kv_pool_bytes(spec: PlanSpec, mesh: AbstractMesh) -> int:
     return 2 * local * jnp.dtype(cfg.dtype).itemsize
 
 
-def analytic_breakdown(spec: PlanSpec, attention: str | None = None) -> Breakdown:
-    """Bytes per device of each part of a train step (and the rollout beside it).
+def analytic_breakdown(
+    spec: PlanSpec, attention: str | None = None, rollout: Sequence[Item] = ()
+) -> Breakdown:
+    """Bytes per device of each part of a train step, and the `rollout` items beside it (those
+    of the run's decode layout: `swejax.memory_plan.rollout_items`).
 
     `attention` overrides the implementation the attention line assumes (default: the model's).
     """
@@ -369,31 +373,4 @@ def analytic_breakdown(spec: PlanSpec, attention: str | None = None) -> Breakdow
             f"{spec.batch_rows} rows x {seq} tokens, {len(BATCH_FIELDS)} fields",
         ),
     ]
-    if spec.pool_pages:
-        items.append(
-            Item(
-                "rollout KV cache",
-                _kv_pool_bytes(spec, mesh),
-                "rollout",
-                f"{spec.pool_pages} pages of {spec.engine.page_size}: pages split over the batch "
-                "shards of the slots, kv heads over tensor; released before training "
-                "(Engine.release)",
-            )
-        )
-        items.append(
-            Item(
-                "decode layer-weight copy",
-                params.layers_stacked * p,
-                "rollout",
-                "EngineConfig.split_layer_weights: the layers copied once per decode call",
-            )
-        )
-        items.append(
-            Item(
-                "decode embedding/head",
-                (params.embed_gathered + params.head_gathered) * c,
-                "rollout",
-                "the tables gathered in the compute dtype for lookup and logits",
-            )
-        )
-    return Breakdown(tuple(items), attention)
+    return Breakdown((*items, *rollout), attention)

@@ -15,7 +15,8 @@ import time
 import jax
 import jax.numpy as jnp
 from flax import nnx
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from swejax.config import OptimizerConfig
 from swejax.memory_plan._analytic import BATCH_DTYPES, GIB, PlanSpec, _local_dims
@@ -137,11 +138,19 @@ def compile_train_step(spec: PlanSpec, mesh: Mesh) -> CompileResult:
 
 
 def compile_decode_step(spec: PlanSpec, mesh: Mesh) -> XlaMemory:
-    """Compile the engine's decode program ahead of time for the rollout beside the step: the
+    """Compile the engine's decode program over the training layout ahead of time: the
     trainer's parameters, the KV pool of `spec.engine`, every page of a slot visible. Its
     arguments are the parameters, the engine state and the slot table, so the rollout phase
     is this peak plus the optimizer state, which stays on the devices but is no argument of
     decoding."""
+    _, params, _, _ = abstract_train_state(spec.model, mesh)
+    return compile_decode(spec.model, spec.engine, mesh, params)[0]
+
+
+def compile_decode(cfg: ModelConfig, engine, mesh: Mesh, params) -> tuple[XlaMemory, str]:
+    """(XLA's memory, the compiled HLO text) of the engine's decode program on `mesh` with
+    `engine`'s slots and pool, every page of a slot visible, over abstract `params` (a model
+    state or a decode copy's `SplitWeights`, at their shardings on `mesh`)."""
     from swejax.sampling import (
         DecodeProgram,
         SamplingParams,
@@ -151,28 +160,54 @@ def compile_decode_step(spec: PlanSpec, mesh: Mesh) -> XlaMemory:
         row_sharding,
     )
 
-    cfg, config = spec.model, spec.engine
-    graphdef, params, _, _ = abstract_train_state(cfg, mesh)
-    state = abstract_state(cfg, config, mesh)
-    table = abstract_table(config, mesh, config.pages_per_slot)
+    state = abstract_state(cfg, engine, mesh)
+    table = abstract_table(engine, mesh, engine.pages_per_slot)
     program = DecodeProgram(
-        graphdef,
-        visible_pages=config.pages_per_slot,
-        num_steps=config.steps_per_call,
+        nnx.graphdef(abstract_model(cfg)),
+        visible_pages=engine.pages_per_slot,
+        num_steps=engine.steps_per_call,
         sampling=SamplingParams(),
-        stop_tokens=config.stop_tokens,
-        split_layer_weights=config.split_layer_weights,
+        stop_tokens=engine.stop_tokens,
+        split_layer_weights=engine.split_layer_weights,
     )
     # The engine's decode at the shardings its state is laid out at.
-    decode = jit_decode(jax.tree.map(lambda s: s.sharding, state), row_sharding(mesh, config))
+    decode = jit_decode(jax.tree.map(lambda s: s.sharding, state), row_sharding(mesh, engine))
     with activation_mesh(mesh):
-        lowered = decode.lower(program, params, state, table, config.capacity)
+        lowered = decode.lower(program, params, state, table, engine.capacity)
     try:
-        return _memory(lowered.compile())
+        compiled = lowered.compile()
     except jax.errors.JaxRuntimeError as error:
         if "RESOURCE_EXHAUSTED" not in str(error):
             raise
         raise CompileOutOfMemory(str(error)) from error
+    return _memory(compiled), compiled.as_text()
+
+
+def abstract_decode_copy(cfg: ModelConfig, mesh: Mesh):
+    """The rollout layout's copy of the weights (`swejax.sampling.decode_weights`) as
+    ShapeDtypeStructs on `mesh`: the compute dtype, each layer's arrays apart."""
+    from swejax.sampling import SplitWeights
+
+    dtype = jnp.dtype(cfg.dtype)
+    state = nnx.state(abstract_model(cfg))
+    shardings = param_shardings(abstract_model(cfg), mesh)
+
+    def leaf(v, s, layer: bool):
+        shape = v.shape[1:] if layer else v.shape
+        sharding = NamedSharding(mesh, P(*s.spec[1:])) if layer else s
+        return v.replace(jax.ShapeDtypeStruct(shape, dtype, sharding=sharding))
+
+    rest = {k: v for k, v in state.items() if k != "layers"}
+    rest = jax.tree.map(
+        lambda v, s: leaf(v, s, False),
+        nnx.State(rest),
+        nnx.State({k: shardings[k] for k in rest}),
+        is_leaf=is_variable,
+    )
+    stacked = jax.tree.map(
+        lambda v, s: leaf(v, s, True), state["layers"], shardings["layers"], is_leaf=is_variable
+    )
+    return SplitWeights(rest, (stacked,) * cfg.num_layers)
 
 
 def compile_attention(spec: PlanSpec, mesh: Mesh) -> XlaMemory:

@@ -21,13 +21,20 @@ import resource
 
 from swejax.config import Config
 from swejax.errors import UserError
-from swejax.memory_plan._analytic import GIB, analytic_breakdown
+from swejax.memory_plan._analytic import GIB, Item, analytic_breakdown
 from swejax.memory_plan._compile import (
     CompileOutOfMemory,
     compile_attention,
-    compile_decode_step,
     compile_train_step,
 )
+from swejax.memory_plan._decode_plan import (
+    HARDWARE,
+    Assumptions,
+    Hardware,
+    default_assumptions,
+    plan_layouts,
+)
+from swejax.memory_plan._rollout import HEADROOM
 from swejax.memory_plan._spec import plan_spec
 from swejax.models.attention import check_attention
 from swejax.models.attention_impls import ATTENTION_IMPLS, attention_impl
@@ -45,10 +52,39 @@ class PlanOptions:
     devices: int | None = None  # fake CPU devices for the mesh
     topology: str | None = None  # or a TPU slice compiled by the TPU compiler, e.g. v5p:4x4x8
     phase: str | None = None  # "rft" or "dapo"; None: DAPO, or RFT for a run without it
-    device_memory_gib: float = 141.0
-    headroom: float = 0.10  # kept free: allocator fragmentation, collectives' buffers, runtime
+    # None: the hardware's where named (or a TPU slice's), else engine.memory_gib, else h200's
+    device_memory_gib: float | None = None
+    headroom: float = HEADROOM  # kept free: allocator fragmentation, collectives, runtime
     compile_attention: str | None = None  # the CPU compile's stand-in (see the module docstring)
     compile: bool = True  # False: the analytic breakdown only
+    rollout_only: bool = False  # the rollout phase alone: no train step compiled
+    # The hardware of the estimates (`HARDWARE`; None: v5p for a v5p topology, else h200) and
+    # its figures where given.
+    hardware: str | None = None
+    devices_per_host: int | None = None
+    hbm_gbps: float | None = None
+    intra_host_gbps: float | None = None
+    cross_host_gbps: float | None = None
+    # What an episode is assumed to be (`Assumptions`; turns None: 3/4 of the turn limit).
+    turns: int | None = None
+    reply_tokens: int = Assumptions.reply_tokens
+    observation_tokens: int = Assumptions.observation_tokens
+    prompt_tokens: int = Assumptions.prompt_tokens
+
+    def hardware_spec(self) -> Hardware:
+        name = self.hardware or ("v5p" if (self.topology or "").startswith("v5p") else "h200")
+        if name not in HARDWARE:
+            raise UserError(f"unknown hardware {name!r}; one of {', '.join(HARDWARE)}")
+        given = {
+            field: getattr(self, field)
+            for field in ("devices_per_host", "hbm_gbps", "intra_host_gbps", "cross_host_gbps")
+            if getattr(self, field) is not None
+        }
+        return dataclasses.replace(HARDWARE[name], **given)
+
+    def assumptions(self, config: Config) -> Assumptions:
+        turns = self.turns or default_assumptions(config).turns
+        return Assumptions(turns, self.reply_tokens, self.observation_tokens, self.prompt_tokens)
 
 
 def _compile_attention(cfg, requested: str | None, platform: str) -> tuple[str, str | None]:
@@ -128,34 +164,6 @@ def _xla_report(options: PlanOptions, spec, devices, notes: list[str]) -> dict:
     return xla
 
 
-def _rollout_report(
-    options: PlanOptions, spec, devices, compiled_attention, analytic, notes
-) -> dict | None:
-    """XLA's peak for the engine's decode program beside the state, when the train step
-    compiled the run's own attention: the decode kernel of flash and ring only compiles for a
-    TPU slice, and a stand-in's decode path would not be the run's."""
-    if compiled_attention != spec.model.attention:
-        notes.append(
-            f"No XLA number for the rollout phase: the decode path of attention="
-            f"{spec.model.attention!r} does not compile here."
-        )
-        return None
-    target = lowering_for("tpu") if options.topology else contextlib.nullcontext()
-    try:
-        with target:
-            memory = compile_decode_step(spec, make_mesh(**spec.mesh, devices=devices))
-    except CompileOutOfMemory as error:
-        return {"error": str(error).splitlines()[0], "required_temp": error.required_temp}
-    # The optimizer state stays on the devices while they decode but is no argument of it.
-    optimizer = analytic.get("optimizer")
-    return {
-        **dataclasses.asdict(memory),
-        "peak": memory.peak,
-        "optimizer": optimizer,
-        "rollout_phase": memory.peak + optimizer,
-    }
-
-
 def plan(config: Config, options: PlanOptions) -> dict:
     """Everything the planner reports on the run `config` trains, as plain data."""
     from swejax.tpu_compiler import tpu_devices
@@ -166,18 +174,50 @@ def plan(config: Config, options: PlanOptions) -> dict:
             f"--devices={options.devices} but {options.topology} has {len(devices)} chips"
         )
     count = len(devices) if devices is not None else options.devices
+    hardware = options.hardware_spec()
+    # An explicit memory, else the hardware named (or a TPU slice's), else the config's.
+    memory_gib = options.device_memory_gib
+    if not memory_gib and (options.hardware or options.topology):
+        memory_gib = hardware.memory_gib
+    memory_gib = memory_gib or config.engine.memory_gib or hardware.memory_gib
     spec = plan_spec(config, count, options.phase)
     try:  # a whole-sequence attention refuses a sequence split over context
         attention_impl(spec.model.attention).check_context(spec.mesh["context"])
     except ValueError as error:
         raise UserError(str(error)) from None
-    analytic = analytic_breakdown(spec)
-    usable = options.device_memory_gib * (1 - options.headroom) * GIB
-    kv_pool = analytic.get("rollout KV cache")
+    if count % hardware.devices_per_host:
+        raise UserError(f"{count} devices are not whole hosts of {hardware.devices_per_host}")
+    per_host = hardware.devices_per_host
+    layouts = plan_layouts(
+        spec,
+        config,
+        hardware,
+        options.assumptions(config),
+        memory_gib,
+        options.headroom,
+        options.compile,
+        devices,
+        (lambda d: d.process_index) if options.topology else (lambda d: d.id // per_host),
+        (lambda: lowering_for("tpu")) if options.topology else contextlib.nullcontext,
+        "tpu" if options.topology else "cpu",
+    )
+    chosen = layouts[config.engine.layout]
+    if "error" in chosen:
+        raise UserError(f"the rollout does not fit: {chosen['error']}")
+    spec = dataclasses.replace(
+        spec,
+        engine=dataclasses.replace(
+            spec.engine, num_slots=chosen["num_slots"], num_pages=chosen["num_pages"]
+        ),
+    )
+    rollout = [Item(**item) for item in chosen["items"]]
+    analytic = analytic_breakdown(spec, rollout=rollout)
+    usable = memory_gib * (1 - options.headroom) * GIB
     cfg = spec.model
     report: dict = {
         "inputs": {
             **dataclasses.asdict(options),
+            "device_memory_gib": memory_gib,
             "devices": count,
             "name": config.name,
             "preset": config.model.checkpoint or config.model.preset,
@@ -192,6 +232,7 @@ def plan(config: Config, options: PlanOptions) -> dict:
             "micro_batches": spec.micro_batches,
             "rows_per_micro_batch": spec.rows,
             "batch_rows": spec.batch_rows,
+            "rollout_layout": config.engine.layout,
             "rollout_slots": spec.engine.num_slots,
             "rollout_capacity": spec.engine.capacity,
             "pool_pages": spec.pool_pages,
@@ -203,133 +244,73 @@ def plan(config: Config, options: PlanOptions) -> dict:
             "train_phase": analytic.train_phase,
             "rollout_phase": analytic.rollout_phase,
         },
+        "rollout": {
+            "hardware": dataclasses.asdict(hardware),
+            "assumptions": {
+                **dataclasses.asdict(options.assumptions(config)),
+                "episode_tokens": options.assumptions(config).episode_tokens,
+                "mean_context": options.assumptions(config).mean_context,
+            },
+            "layouts": layouts,
+        },
         "usable_bytes": int(usable),
         "notes": [],
     }
-    fits = {
-        "train_phase_analytic": analytic.train_phase <= usable,
-        "rollout_phase_analytic": analytic.rollout_phase <= usable,
-    }
-    if options.compile:
+    fits = {"rollout_phase_analytic": analytic.rollout_phase <= usable}
+    if not options.rollout_only:
+        fits["train_phase_analytic"] = analytic.train_phase <= usable
+    if options.compile and not options.rollout_only:
         xla = report["xla"] = _xla_report(options, spec, devices, report["notes"])
         if "error" in xla:
             fits["train_phase_xla"] = False
         elif xla["projected_peak"] is not None:
             xla["train_phase"] = xla["projected_peak"]
             fits["train_phase_xla"] = xla["train_phase"] <= usable
-        if kv_pool:
-            impl = xla["attention"]
-            rollout = _rollout_report(options, spec, devices, impl, analytic, report["notes"])
-            if rollout is not None:
-                report["xla_rollout"] = rollout
-                fits["rollout_phase_xla"] = rollout.get("rollout_phase", usable + 1) <= usable
+    compiled = chosen.get("compiled")
+    if "xla" in chosen and compiled["attention"] == cfg.attention:
+        report["xla_rollout"] = {**compiled["memory"], **chosen["xla"]}
+        fits["rollout_phase_xla"] = chosen["xla"]["rollout_phase"] <= usable
+    elif compiled and "error" in compiled:
+        fits["rollout_phase_xla"] = False
+    _notes(report, spec, options, compiled)
+    report["fits"] = {**fits, "all": all(fits.values())}
+    report["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    return report
+
+
+def _notes(report: dict, spec, options: PlanOptions, compiled: dict | None) -> None:
+    notes = report["notes"]
     attention = attention_impl(spec.model.attention)
     if attention.quadratic and not attention.ring and spec.seq >= 16384:
         # Quadratic in the whole row, not only in a ring's local blocks.
         *others, last = (
             repr(impl.name) for impl in ATTENTION_IMPLS.values() if impl.ring or not impl.quadratic
         )
-        report["notes"].append(
+        notes.append(
             f"attention={attention.name!r} holds T x S buffers per row in every layer (all keys "
             f"on each device); long rows need {', '.join(others)} or {last}."
         )
-    if kv_pool:
-        report["notes"].append(
-            "The KV pool is split over kv heads (tensor) and, like the slots, over the batch "
-            "axes and context where they divide the slots (kv_cache.pool_page_axes). The "
-            "loop releases it before each train step (Engine.release), so it counts in the "
-            "rollout phase only."
+    if compiled and compiled.get("attention") not in (None, spec.model.attention):
+        notes.append(
+            f"The decode programs were compiled with attention={compiled['attention']!r} in "
+            f"place of {spec.model.attention!r}, whose decode kernel does not compile here: "
+            "their collectives are the run's (attention runs on each device's own slots and "
+            "heads), their memory is not, and no XLA verdict is given for the rollout phase."
         )
+    notes.append(
+        "The rollout phase: the training state stays where it is; the rollout layout adds the "
+        "decode copy, the training layout the gathered weights; both add the KV pool (pages "
+        "split like the slots, KV heads over tensor), released before each train step."
+    )
+    notes.append(
+        "Decode speed and rollout time are estimates from the hardware's figures and the "
+        "assumed episode, not measurements; collective bytes are read from the compiled "
+        "decode programs."
+    )
     if not options.topology:
-        report["notes"].append(
+        notes.append(
             "CPU compile: XLA's CPU backend upcasts some bfloat16 work to float32 (it keeps a "
-            "float32 copy of the saved layer inputs, for one) and schedules its own way; a GPU "
-            "compile differs by some GiB either way."
+            "float32 copy of the saved layer inputs, for one), hoists the training layout's "
+            "weight gathers out of the decode loop, and schedules its own way; a GPU compile "
+            "differs by some GiB either way."
         )
-    report["fits"] = {**fits, "all": all(fits.values())}
-    report["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    return report
-
-
-def _gib(n: float) -> str:
-    return f"{n / 2**30:9.2f}"
-
-
-def format_report(report: dict) -> str:
-    i, a = report["inputs"], report["analytic"]
-    mesh = " ".join(f"{k}={v}" for k, v in i["mesh"].items())
-    lines = [
-        f"run {i['name']} ({i['phase']} step): {i['preset']}, {i['seq']:,} tokens per row, "
-        f"mesh {mesh} ({i['devices']} devices), remat={i['remat']}, {i['dtype']} compute / "
-        f"{i['param_dtype']} params",
-        f"batch: {i['rows_per_micro_batch']} rows per micro-batch ({i['micro_batch_rows']} per "
-        f"batch shard) x {i['micro_batches']} micro-batches; attention {i['attention']}; "
-        f"rollout: {i['rollout_slots']} slots x {i['rollout_capacity']:,} tokens, "
-        f"{i['pool_pages']:,} KV pages",
-        "",
-    ]
-    xla = report.get("xla")
-    if xla and "error" in xla:
-        required = xla["required_temp"]
-        lines += [
-            f"XLA, {xla['compiler']} compile with attention={xla['attention']}: refused",
-            f"  {xla['error']}",
-            f"  {'temp required':34}{_gib(required) if required else '?':>9}",
-            "",
-        ]
-    elif xla:
-        lines += [
-            f"XLA, {xla['compiler']} compile with attention={xla['attention']} (GiB per device)",
-            f"  {'arguments':34}{_gib(xla['argument'])}",
-            f"  {'outputs':34}{_gib(xla['output'])}",
-            f"  {'aliased (donated)':34}{_gib(xla['alias'])}",
-            f"  {'temp':34}{_gib(xla['temp'])}",
-            f"  {'generated code':34}{_gib(xla['generated_code'])}",
-            f"  {'peak = arg + out - alias + temp':34}{_gib(xla['peak'])}",
-        ]
-        if "attention_alone_temp" in xla:
-            lines.append(
-                f"  {'stand-in attention alone, temp':34}{_gib(xla['attention_alone_temp'])}"
-            )
-        if xla["float32_residual_copy"]:
-            lines.append(f"  {'CPU float32 residual copy':34}{_gib(xla['float32_residual_copy'])}")
-        if xla["projected_peak"] is None:
-            lines.append(f"  {'projected, attention=' + i['attention']:34}{'n/a':>9}")
-        else:
-            lines += [
-                f"  {'projected, attention=' + i['attention']:34}{_gib(xla['projected_peak'])}",
-                f"  {'train phase':34}{_gib(xla['train_phase'])}",
-            ]
-        lines += [
-            f"  lowered in {xla['lower_s']:.1f} s, compiled in {xla['compile_s']:.1f} s",
-            "",
-        ]
-    rollout = report.get("xla_rollout")
-    if rollout and "error" in rollout:
-        lines += ["XLA, the engine's decode program: refused", f"  {rollout['error']}", ""]
-    elif rollout:
-        lines += [
-            "XLA, the engine's decode program beside the state (GiB per device)",
-            f"  {'arguments (weights, KV pool)':34}{_gib(rollout['argument'])}",
-            f"  {'temp':34}{_gib(rollout['temp'])}",
-            f"  {'peak':34}{_gib(rollout['peak'])}",
-            f"  {'+ optimizer state':34}{_gib(rollout['optimizer'])}",
-            f"  {'rollout phase':34}{_gib(rollout['rollout_phase'])}",
-            "",
-        ]
-    lines.append(f"analytic, attention={a['attention']} (GiB per device)")
-    for item in a["items"]:
-        lines.append(f"  {item['name']:34}{_gib(item['bytes'])}  {item['phase']:8} {item['note']}")
-    lines += [
-        f"  {'train step':34}{_gib(a['train_step'])}",
-        f"  {'train phase':34}{_gib(a['train_phase'])}",
-        f"  {'rollout phase':34}{_gib(a['rollout_phase'])}",
-        "",
-        f"device {i['device_memory_gib']:g} GiB, usable {report['usable_bytes'] / 2**30:.1f} GiB "
-        f"({i['headroom']:.0%} headroom)",
-    ]
-    for name, ok in report["fits"].items():
-        lines.append(f"  {name:34}{'fits' if ok else 'DOES NOT FIT'}")
-    lines += ["", *(f"note: {n}" for n in report["notes"])]
-    lines.append(f"peak host RSS of this planner: {report['peak_rss_gib']:.2f} GiB")
-    return "\n".join(lines)

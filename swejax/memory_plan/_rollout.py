@@ -189,11 +189,15 @@ def rollout_items(spec: PlanSpec, shape: DecodeShape) -> list[Item]:
 
 
 def fit_engine(
-    spec: PlanSpec, shape: DecodeShape, state_bytes: int, memory_bytes: int | None
+    spec: PlanSpec,
+    shape: DecodeShape,
+    state_bytes: int,
+    memory_bytes: int | None,
+    headroom: float = HEADROOM,
 ) -> EngineConfig:
     """`spec.engine` with `num_slots` and `num_pages` of 0 resolved. Slots fill the pool at
     `episode_tokens` each. The pool takes what `memory_bytes` (one device's; None: unknown)
-    leaves after `state_bytes` (the training state) and the decoding items, less `HEADROOM`;
+    leaves after `state_bytes` (the training state) and the decoding items, less `headroom`;
     with the memory unknown, num_pages=0 keeps its meaning of every slot at full capacity."""
     engine = spec.engine
     pages_per_episode = (engine.episode_tokens or engine.capacity // 2) / engine.page_size
@@ -211,7 +215,7 @@ def fit_engine(
         return engine
     per_page, per_slot = page_bytes(spec, shape), _per_slot_bytes(spec, shape)
     fixed = state_bytes + sum(item.bytes for item in _fixed_items(spec, shape))
-    free = int(memory_bytes * (1 - HEADROOM)) - fixed
+    free = int(memory_bytes * (1 - headroom)) - fixed
     if engine.num_slots:
         slots = math.ceil(engine.num_slots / shape.shards)
     else:
@@ -221,7 +225,7 @@ def fit_engine(
         raise UserError(
             f"{memory_bytes / GIB:.1f} GiB per device leave {max(free, 0) / GIB:.2f} GiB for "
             f"the KV pool after the training state and decoding ({fixed / GIB:.1f} GiB) and "
-            f"{HEADROOM:.0%} headroom: less than one sequence of engine.capacity="
+            f"{headroom:.0%} headroom: less than one sequence of engine.capacity="
             f"{engine.capacity} tokens takes ({engine.pages_per_slot * per_page / GIB:.2f} GiB)"
         )
     return dataclasses.replace(

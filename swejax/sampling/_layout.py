@@ -28,7 +28,7 @@ import dataclasses
 import functools
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -74,18 +74,15 @@ def default_tensor(train_tensor: int, devices_per_host: int) -> int:
 
 
 def rollout_layout(
-    train_mesh: Mesh, tensor: int = 0, hosts: Sequence[int] | None = None
+    train_mesh: Mesh, tensor: int = 0, host_of: Callable[[jax.Device], int] | None = None
 ) -> RolloutLayout:
     """The rollout layout over the training mesh's devices.
 
-    `tensor`: devices per replica (0: `default_tensor`). `hosts[i]`: the host of the i-th
-    device of the training mesh in its device order (default: each device's process), for
-    planning a pod from one process. This process's mesh holds the replicas on its host (the
-    host of its first local device when planning)."""
+    `tensor`: devices per replica (0: `default_tensor`). `host_of(device)`: its host (default:
+    its process), to plan a pod from one process. This process's mesh holds the replicas on
+    its host (the first host's when planning for devices it does not have)."""
     devices = _device_order(train_mesh)
-    hosts = [d.process_index for d in devices] if hosts is None else list(hosts)
-    if len(hosts) != len(devices):
-        raise LayoutError(f"{len(hosts)} host numbers for {len(devices)} devices")
+    hosts = [(host_of or _process)(d) for d in devices]
     per_host = min(hosts.count(h) for h in set(hosts))
     tensor = tensor or default_tensor(train_mesh.shape["tensor"], per_host)
     if per_host % tensor:
@@ -93,20 +90,23 @@ def rollout_layout(
             f"engine.tensor={tensor} does not divide the {per_host} devices of a host: a "
             "replica must sit on one host"
         )
+    if any(len(set(hosts[i : i + tensor])) > 1 for i in range(0, len(hosts), tensor)):
+        # The training mesh's order puts a tensor group on two hosts (a topology-aware
+        # placement may): group each host's devices, in that order, instead. The reshard then
+        # moves more than an all-gather, once per phase.
+        order = sorted(range(len(devices)), key=lambda i: (hosts[i], i))
+        devices, hosts = [devices[i] for i in order], [hosts[i] for i in order]
     groups = np.asarray(devices, dtype=object).reshape(-1, tensor)
     group_hosts = np.asarray(hosts).reshape(-1, tensor)
-    split = [i for i, row in enumerate(group_hosts) if len(set(row.tolist())) > 1]
-    if split:
-        raise LayoutError(
-            f"tensor group {split[0]} of the rollout layout spans hosts "
-            f"{sorted(set(group_hosts[split[0]].tolist()))}: set engine.tensor to divide the "
-            "devices of one host, or order the training mesh's devices by host"
-        )
     local = jax.local_devices()[0]
     # Planning for devices this process does not have (a TPU slice): the first host's view.
     me = hosts[devices.index(local)] if local in devices else hosts[0]
     mine = groups[group_hosts[:, 0] == me]
     return RolloutLayout(_mesh(mine), _mesh(groups), tensor)
+
+
+def _process(device: jax.Device) -> int:
+    return device.process_index
 
 
 def _device_order(mesh: Mesh) -> list:
