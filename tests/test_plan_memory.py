@@ -1,6 +1,7 @@
 """Memory planning: the analytic breakdown against hand-counted bytes, the Trainer's state at the
 shardings the planner assumes, and an ahead-of-time compile of the 7B step on 64 fake devices."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -12,7 +13,18 @@ import pytest
 from flax import nnx
 
 from swejax.config import EngineConfig, OptimizerConfig
-from swejax.memory_plan import PlanSpec, abstract_mesh, analytic_breakdown, local_elements
+from swejax.errors import UserError
+from swejax.memory_plan import (
+    PlanSpec,
+    abstract_mesh,
+    analytic_breakdown,
+    decode_shape,
+    fit_engine,
+    local_elements,
+    page_bytes,
+    rollout_items,
+    state_bytes,
+)
 from swejax.models import build_model, place_state, preset
 from swejax.sharding import make_mesh
 from swejax.train import Objective, Trainer, make_optimizer
@@ -50,14 +62,64 @@ def test_tiny_breakdown_by_hand():
     assert plan.get("saved activations (remat=full)") == 2 * 256 * 64 * 2
     # flash: float32 lse and output accumulator of 1 row x 2 local heads x 256 tokens.
     assert plan.get("attention (flash)") == 1 * 2 * 256 * (4 + 4 * 16)
-    # KV pool: 2 slots x 4 pages of 64, [L, P_fsdp, page, K_tp, H] bf16, for k and v: each
-    # fsdp shard holds its slot's 4 pages.
-    assert plan.get("rollout KV cache") == 2 * (2 * 4 * 64 * 1 * 16) * 2
     step = sum(i.bytes for i in plan.items if i.phase == "step")
     assert plan.train_step == 3 * weights + max(step, 2 * weights)
     assert plan.train_phase == plan.train_step  # the loop releases the KV cache first
+    assert plan.get("rollout KV cache") == 0  # no rollout items given
+
+
+def test_tiny_rollout_by_hand():
+    # The rollout layout on 2 hosts of 2 devices: tensor=2 inside each, 2 replicas. The copy
+    # holds every weight in bfloat16, heads, MLP and vocabulary split over tensor only.
+    spec = _tiny_spec()
+    shape = decode_shape(spec, devices_per_host=2)
+    assert (shape.layout, shape.tensor, shape.shards) == ("rollout", 2, 2)
+    per_layer = (
+        64 * 2 * 16  # q [D, N_tp, H]
+        + 2 * 64 * 1 * 16  # k, v [D, K_tp, H]
+        + 2 * 16
+        + 2 * 1 * 16  # q bias [N_tp, H]; k, v biases
+        + 2 * 16 * 64  # o [N_tp, H, D]
+        + 2 * 64  # two RMSNorm scales
+        + 3 * 64 * 64  # gate, up [D, F_tp]; down [F_tp, D]
+    )
+    copy = 2 * (4096 // 2 * 64 + 2 * per_layer + 64)
+    plan = analytic_breakdown(spec, rollout=rollout_items(spec, shape))
+    assert plan.get("decode copy") == copy
+    # KV pool: 2 slots x 4 pages of 64 over 2 replicas, [L, P_replica, page, K_tp, H] bf16,
+    # for k and v: each replica holds its slot's 4 pages.
+    assert plan.get("rollout KV cache") == 2 * (2 * 4 * 64 * 1 * 16) * 2
+    assert plan.get("decode logits") == 3 * (4096 // 2) * 4  # 1 slot per replica, float32
     assert plan.rollout_phase == plan.total(("state",)) + plan.total(("rollout",))
-    assert plan.get("rollout KV cache") > 0
+    # Decoding over the training layout gathers a layer and the tables instead, and (with
+    # split_layer_weights) copies the stacked layers out once per call.
+    training = dataclasses.replace(spec, engine=dataclasses.replace(spec.engine, layout="training"))
+    items = {i.name: i.bytes for i in rollout_items(training, decode_shape(training, 2))}
+    assert "decode copy" not in items and items["decode gathered weights"] > 0
+    assert items["decode layer-weight copy"] > 0
+
+
+def test_the_pool_fits_what_memory_leaves():
+    """`fit_engine` with 0 slots and pages: the KV pool takes what the training state and the
+    copy leave of 1 GiB less 10%, the slots fill it at half the capacity each, and one more slot
+    would not fit."""
+    spec = _tiny_spec(engine=EngineConfig(num_slots=0, num_pages=0, capacity=4096))
+    shape = decode_shape(spec, devices_per_host=2)
+    state = state_bytes(spec)
+    fitted = fit_engine(spec, shape, state, 2**30)
+    sized = dataclasses.replace(spec, engine=fitted)
+    used = state + sum(i.bytes for i in rollout_items(sized, shape))
+    per_page, usable = page_bytes(spec, shape), int(0.9 * 2**30)
+    assert used <= usable < used + per_page + 3 * (4096 // 2) * 4
+    slots_per_replica = fitted.num_slots // 2
+    assert slots_per_replica == (fitted.pool_pages // 2) * 64 // 2048
+    with pytest.raises(UserError, match="less than one sequence"):
+        fit_engine(spec, shape, state, state)
+    # Without a memory figure (a CPU), num_pages=0 keeps its meaning: every slot at capacity.
+    cpu = dataclasses.replace(spec, engine=dataclasses.replace(spec.engine, num_slots=4))
+    assert fit_engine(cpu, shape, state, None).pool_pages == 4 * 4096 // 64
+    with pytest.raises(UserError, match="set engine.memory_gib"):
+        fit_engine(spec, shape, state, None)
 
 
 def test_reference_attention_is_quadratic():
@@ -108,6 +170,7 @@ def test_compile_7b_step_at_32k_on_64_devices():
         *("--config.model.preset=qwen2.5-7b", "--config.engine.capacity=32768"),
         *("--config.model.dtype=bfloat16", "--config.model.remat=full"),
         *("--config.mesh.fsdp=16", "--config.mesh.tensor=4", "--config.engine.num_slots=16"),
+        "--config.engine.num_pages=8192",  # every slot at full context
     )
     inputs = report["inputs"]
     assert (inputs["seq"], inputs["rows_per_micro_batch"], inputs["phase"]) == (32768, 16, "dapo")
@@ -124,10 +187,12 @@ def test_compile_7b_step_at_32k_on_64_devices():
     scores = analytic["attention (reference)"]
     assert 0.8 * scores < xla["temp"] < xla["peak"]
     assert 0.5 < report["analytic"]["train_step"] / xla["projected_peak"] < 2.0
-    # The engine's decode program beside the state: its arguments are the weights and the pool.
+    # The engine's decode program beside the state: its arguments are the decode copy and the
+    # pool; the training state stays beside it.
     rollout = report["xla_rollout"]
-    assert analytic["weights"] + analytic["rollout KV cache"] <= rollout["argument"]
-    assert rollout["rollout_phase"] == rollout["peak"] + analytic["optimizer"]
+    assert analytic["decode copy"] + analytic["rollout KV cache"] <= rollout["argument"]
+    assert rollout["beside"] == analytic["weights"] + analytic["optimizer"]
+    assert rollout["rollout_phase"] == rollout["peak"] + rollout["beside"]
     print(f"7B at 32k on 64 devices: {time.perf_counter() - started:.0f} s")
 
 
@@ -135,16 +200,27 @@ def test_compile_7b_step_at_32k_on_64_devices():
 def test_the_planner_plans_the_run_a_config_trains():
     """The paper's stage 1 as its config file sets it: 128 devices as fsdp=8 x tensor=8 x
     context=2, one 65k row per batch shard in each of 16 micro-batches of the 128-trajectory
-    step, 64 slots at full context beside it."""
+    step; beside it, decoding from a bfloat16 copy at tensor=8 on each of 16 nodes, with as
+    many slots at 32k tokens as the KV pool an H200 holds beside the state and copy."""
     config = os.path.join(ROOT, "configs", "qwen25_72b_stage1.py")
     report = plan_memory_report(f"--config={config}", "--devices", "128", "--no-compile")
     i = report["inputs"]
     assert i["mesh"] == {"data": 1, "fsdp": 8, "tensor": 8, "context": 2}
     assert (i["seq"], i["micro_batch_rows"], i["micro_batches"]) == (65536, 1, 16)
     assert (i["batch_rows"], i["attention"], i["phase"]) == (128, "ring", "dapo")
-    assert (i["rollout_slots"], i["pool_pages"]) == (64, 64 * 65536 // 64)
     analytic = {item["name"]: item["bytes"] for item in report["analytic"]["items"]}
     assert analytic["gradients"] == 2 * analytic["weights"]  # the accumulator and one more
+    # 72.7B weights in bfloat16 over tensor=8; float32 weights and two moments over 128.
+    assert 16.5 * 2**30 < analytic["decode copy"] < 17.5 * 2**30
+    assert report["analytic"]["rollout_phase"] <= report["usable_bytes"]
+    rollout = report["rollout"]["layouts"]["rollout"]
+    assert (rollout["tensor"], rollout["replicas"]) == (8, 16)
+    # A page of the 80 layers' k and v: 64 tokens x 80 x 2 x 1 KV head x 128 x 2 bytes.
+    page = 64 * 80 * 2 * 128 * 2
+    per_replica = i["pool_pages"] // 16
+    free = report["usable_bytes"] - report["analytic"]["rollout_phase"]
+    assert analytic["rollout KV cache"] == per_replica * page and free < page + 2**20
+    assert i["rollout_slots"] == 16 * (per_replica * 64 // 32768) > 1000
     assert report["fits"]["all"]
     overridden = plan_memory_report(
         f"--config={config}", "--devices", "128", "--no-compile", "--config.mesh.context=1"

@@ -131,6 +131,7 @@ def test_the_ring_train_step_and_decode_compile_for_a_slice():
         *("--config.model.dtype=bfloat16", "--config.model.remat=full"),
         *("--config.mesh.fsdp=2", "--config.mesh.context=4", "--config.dapo.batch_size=2"),
         *("--config.engine.num_slots=16", "--config.engine.capacity=8192"),
+        "--config.engine.num_pages=2048",  # every slot at full context
         timeout=900,
     )
     assert report["inputs"]["micro_batch_rows"] == 1
@@ -140,8 +141,38 @@ def test_the_ring_train_step_and_decode_compile_for_a_slice():
     assert report["fits"]["all"]
     assert 1 / 1.5 < report["analytic"]["train_step"] / xla["peak"] < 1.5
     rollout = report["xla_rollout"]
-    # The decode program's arguments are the weights and the KV pool, at their shardings.
+    # The decode program's arguments are the decode copy and the KV pool, at their shardings.
     analytic = {item["name"]: item["bytes"] for item in report["analytic"]["items"]}
-    state = analytic["weights"] + analytic["rollout KV cache"]
+    state = analytic["decode copy"] + analytic["rollout KV cache"]
     assert state <= rollout["argument"] <= 1.01 * state + 2**20
     assert 1 / 1.5 < report["analytic"]["rollout_phase"] / rollout["rollout_phase"] < 1.5
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["stage1", "stage2"])
+def test_the_paper_stages_decode_with_no_collective_across_hosts(stage):
+    """tools/plan_memory.py on the paper's configs for v5p-128 (64 chips, 4 a host), the
+    decode programs compiled by the TPU compiler: in the rollout layout (tensor=4 inside each
+    host, 16 replicas) a decode step moves nothing across hosts; over the training layout
+    (fsdp across hosts) stage 1's gathers its whole tensor shard of the weights at every step.
+    The slots: as many as each replica's KV pool holds at half the context."""
+    config = os.path.join(os.path.dirname(__file__), "..", "configs", f"qwen25_72b_{stage}.py")
+    compare = () if stage == "stage1" else ("--run-layout-only",)
+    report = plan_memory_report(
+        f"--config={config}", "--topology", "v5p:4x4x4", "--rollout-only", *compare, timeout=900
+    )
+    layouts = report["rollout"]["layouts"]
+    rollout = layouts["rollout"]
+    assert (rollout["tensor"], rollout["replicas"]) == (4, 16)
+    moved = rollout["compiled"]["collectives"]
+    assert rollout["compiled"]["hosts"] == 1 and rollout["compiled"]["devices"] == 4
+    assert moved["per_step_across_hosts"] == moved["per_call_across_hosts"] == 0
+    assert 0 < moved["per_step_within_host"] < GIB  # the tensor all-reduces of activations
+    capacity = 65_536 if stage == "stage1" else 131_072
+    per_replica = rollout["num_pages"] // 16
+    assert rollout["num_slots"] == 16 * (per_replica * 64 // (capacity // 2)) >= 64
+    assert report["inputs"]["rollout_slots"] == rollout["num_slots"]
+    assert report["fits"]["all"]
+    if stage == "stage1":
+        gathered = layouts["training"]["compiled"]["collectives"]["per_step_across_hosts"]
+        assert gathered > 16 * GIB  # 72.7B bfloat16 weights / tensor=8 = 16.9 GiB a step

@@ -74,6 +74,11 @@ def _parser() -> argparse.ArgumentParser:
         "--rollout-only", action="store_true", help="plan the rollout alone (no train step)"
     )
     parser.add_argument(
+        "--run-layout-only",
+        action="store_true",
+        help="plan the config's engine.layout alone (no comparison with the other layout)",
+    )
+    parser.add_argument(
         "--headroom",
         type=float,
         default=0.10,
@@ -133,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         compile_attention=args.compile_attention,
         compile=not args.no_compile,
         rollout_only=args.rollout_only,
+        compare_layouts=not args.run_layout_only,
         hardware=args.hardware,
         devices_per_host=args.devices_per_host,
         hbm_gbps=args.hbm_gbps,

@@ -209,6 +209,7 @@ def plan_layouts(
     host_of=None,
     target: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
     platform: str = "cpu",
+    layouts: tuple[str, ...] = ("rollout", "training"),
 ) -> dict[str, dict]:
     """layout -> its plan: the engine that fits `memory_gib` per device, the rollout phase's
     items, device-memory bytes per step, the compiled decode (with `compile`: for `devices`,
@@ -218,7 +219,7 @@ def plan_layouts(
     width is no multiple of 128, are relaid out; the run itself leaves them the headroom)."""
     state, weights = state_bytes(spec), state_bytes(spec, with_optimizer=False)
     out = {}
-    for layout in ("rollout", "training"):
+    for layout in layouts:
         sized = dataclasses.replace(spec, engine=dataclasses.replace(spec.engine, layout=layout))
         shape = decode_shape(sized, hardware.devices_per_host)
         try:
@@ -251,6 +252,9 @@ def plan_layouts(
                 engine = dataclasses.replace(
                     engine, num_pages=engine.pool_pages - cut * shape.shards
                 )
+                if not spec.engine.num_slots:  # slots for the smaller pool
+                    unsized = dataclasses.replace(engine, num_slots=0)
+                    engine = fit_engine(dataclasses.replace(sized, engine=unsized), shape, 0, None)
                 sized = dataclasses.replace(sized, engine=engine)
                 xla -= cut * per_page
             plan["xla"] = {"beside": beside, "rollout_phase": xla, "pages_cut": cut * shape.shards}

@@ -98,7 +98,7 @@ def _xla_lines(xla: dict | None) -> list[str]:
 def _rollout_lines(rollout: dict) -> list[str]:
     """Both layouts side by side: the engine, memory, what a step moves, the estimates."""
     h, assume, layouts = rollout["hardware"], rollout["assumptions"], rollout["layouts"]
-    names = ("rollout", "training")
+    names = tuple(layouts)
     lines = [
         f"the rollout by layout, on {h['name']} ({h['memory_gib']:g} GiB, HBM "
         f"{h['hbm_gbps']:g} GB/s, {h['intra_host_gbps']:g} GB/s within a host and "
@@ -106,15 +106,12 @@ def _rollout_lines(rollout: dict) -> list[str]:
         f"  assumed episode: {assume['turns']} turns x ({assume['reply_tokens']} sampled + "
         f"{assume['observation_tokens']} observation tokens) + {assume['prompt_tokens']} prompt "
         f"= {assume['episode_tokens']:,} tokens, mean context {assume['mean_context']:,}",
-        f"  {'':36}{'rollout layout':>18}{'training layout':>18}",
+        f"  {'':36}" + "".join(f"{name + ' layout':>18}" for name in names),
     ]
 
     def row(label: str, cell) -> None:
-        cells = []
-        for name in names:
-            plan = layouts[name]
-            cells.append("error" if "error" in plan else cell(plan))
-        lines.append(f"  {label:36}{cells[0]:>18}{cells[1]:>18}")
+        cells = ["error" if "error" in layouts[n] else cell(layouts[n]) for n in names]
+        lines.append(f"  {label:36}" + "".join(f"{c:>18}" for c in cells))
 
     def compiled(key):
         def cell(plan):

@@ -58,6 +58,7 @@ class PlanOptions:
     compile_attention: str | None = None  # the CPU compile's stand-in (see the module docstring)
     compile: bool = True  # False: the analytic breakdown only
     rollout_only: bool = False  # the rollout phase alone: no train step compiled
+    compare_layouts: bool = True  # False: the run's `engine.layout` alone
     # The hardware of the estimates (`HARDWARE`; None: v5p for a v5p topology, else h200) and
     # its figures where given.
     hardware: str | None = None
@@ -200,6 +201,7 @@ def plan(config: Config, options: PlanOptions) -> dict:
         (lambda d: d.process_index) if options.topology else (lambda d: d.id // per_host),
         (lambda: lowering_for("tpu")) if options.topology else contextlib.nullcontext,
         "tpu" if options.topology else "cpu",
+        ("rollout", "training") if options.compare_layouts else (config.engine.layout,),
     )
     chosen = layouts[config.engine.layout]
     if "error" in chosen:
