@@ -104,3 +104,38 @@ def test_slots_and_pages_must_split_evenly_over_the_shards():
         _allocator(num_pages=10)
     with pytest.raises(ValueError, match="split evenly over 4 batch shards"):
         _allocator(num_slots=6)
+
+
+def test_room_is_made_oldest_first_from_idle_sequences_then_younger_ones():
+    from swejax.sampling._admission import Holder, Need, plan_room
+
+    def shard_of(slot):
+        return slot // 4  # slots 0-3 in shard 0, 4-7 in shard 1
+
+    holders = [
+        Holder(0, pages=3, age=1, sampling=True, last_used=9),
+        Holder(1, pages=2, age=2, sampling=False, last_used=5),  # idle, used last at 5
+        Holder(2, pages=2, age=3, sampling=False, last_used=3),  # idle, used last at 3
+        Holder(3, pages=1, age=4, sampling=True, last_used=9),
+        Holder(5, pages=4, age=5, sampling=False, last_used=1),  # another shard's
+    ]
+    free = {0: 0, 1: 0}
+    # Free pages enough: nobody moves.
+    assert plan_room([Need(0, 3, 1, True)], holders, free, shard_of).evicted == ()
+    # The oldest needs 3 more pages: the least recently used idle one first, then the other.
+    plan = plan_room([Need(0, 6, 1, True)], holders, free, shard_of)
+    assert plan.granted == (0,) and plan.evicted == (2, 1)
+    # Past the idle ones, the youngest sampling sequence gives way; never an older one.
+    plan = plan_room([Need(0, 8, 1, True)], holders, free, shard_of)
+    assert plan.granted == (0,) and plan.evicted == (2, 1, 3)
+    plan = plan_room([Need(3, 4, 4, True)], holders, free, shard_of)
+    assert plan.granted == (3,) and plan.evicted == (2, 1)
+    plan = plan_room([Need(3, 9, 4, True)], holders, free, shard_of)
+    assert (plan.granted, plan.evicted) == ((), ())  # cannot be met: nobody moves
+    # A new sequence takes free pages only; another shard's pages are never taken.
+    assert plan_room([Need(4, 1, 9, False)], holders, {0: 0, 1: 0}, shard_of).granted == ()
+    assert plan_room([Need(4, 1, 9, False)], holders, {0: 0, 1: 1}, shard_of).granted == (4,)
+    assert plan_room([Need(6, 5, 6, True)], holders, free, shard_of).evicted == ()
+    # Needs met in age order: the older of two swapped-out sequences comes back first.
+    plan = plan_room([Need(6, 4, 7, True), Need(7, 4, 6, True)], holders, {0: 0, 1: 4}, shard_of)
+    assert plan.granted == (7,) and plan.evicted == ()

@@ -11,7 +11,8 @@ memory planner compiles it ahead of time (`swejax.memory_plan.compile_decode_ste
 """
 
 from swejax.config import EngineConfig
-from swejax.sampling._engine import ContextFull, DecodeResult, Engine, Fed, Preemption
+from swejax.sampling._admission import Preemption
+from swejax.sampling._engine import ContextFull, DecodeResult, Engine, Fed
 from swejax.sampling._generate import Generation, generate
 from swejax.sampling._generation_config import (
     GENERATION_CONFIG,

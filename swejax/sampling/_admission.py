@@ -1,4 +1,5 @@
-"""Who holds pages of the KV pool: the engine's preemption policy, pure host logic.
+"""Who holds pages of the KV pool: the engine's slots, its preemption policy (pure host logic,
+`plan_room`) and `Residency`, which carries it out.
 
 A slot's sequence is resident (its keys and values in the pool) or swapped out (its pages
 copied to host memory and given back). When a call needs pages that its shard does not have,
@@ -19,7 +20,41 @@ moves on as long as one sequence fits in its shard's pool (the engine checks tha
 from __future__ import annotations
 
 import dataclasses
+import math
+import time
 from collections.abc import Sequence
+
+from swejax.sampling._calls import DeviceCalls
+from swejax.sampling._pages import PageAllocator
+
+
+@dataclasses.dataclass
+class Slot:
+    """One slot's bookkeeping, kept on the host and sent with each call; its pages are the
+    allocator's."""
+
+    cached: int = 0  # tokens whose K/V are in the cache (or on the host while swapped out)
+    pending: int | None = None
+    active: bool = False
+    budget: int = 0
+    stream: int = 0  # the random stream of the sequence (`_streams.stream_id`)
+    age: int = 0  # when the sequence started: the older goes first for pages
+    last_used: int = 0  # the engine call that last fed or sampled it
+    swapped: list | None = None  # its K/V chunks on the host while preempted
+
+    @property
+    def length(self) -> int:
+        return self.cached + (self.pending is not None)
+
+
+@dataclasses.dataclass
+class Preemption:
+    """What preemption moved since the engine was reset or reseeded."""
+
+    preemptions: int = 0  # sequences swapped out of the pool
+    swapped_out_tokens: int = 0
+    swapped_in_tokens: int = 0
+    seconds: float = 0.0  # in swap calls, both ways
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,3 +129,69 @@ def _victims(need, resident, needing, granted, shard, shard_of) -> list[int]:
     )
     order = [h.slot for h in idle]
     return order + [h.slot for h in younger if h.slot not in order]
+
+
+class Residency:
+    """Carries out `plan_room` over an engine's slots: pages reserved, sequences swapped out
+    to the host and back in (`DeviceCalls.swap_out`, `swap_in`), what moved counted in
+    `stats`. On a collective engine every process makes the same swap calls."""
+
+    def __init__(
+        self, pages: PageAllocator, calls: DeviceCalls, local: frozenset[int], collective: bool
+    ):
+        self.pages, self.calls, self.local, self.collective = pages, calls, local, collective
+        self.stats = Preemption()
+
+    def pages_for(self, tokens: int) -> int:
+        return min(math.ceil(tokens / self.pages.page_size), self.pages.pages_per_slot)
+
+    def make_room(self, state, slots: list[Slot], needs: dict[int, tuple[int, bool]]):
+        """(state, the slots that got their pages): each slot of `needs` (slot -> (tokens it
+        must hold, may it preempt others)) given pages for them, others preempted as
+        `plan_room` says, a swapped-out slot that gets them swapped back in."""
+        plan = plan_room(
+            [Need(i, self.pages_for(t), slots[i].age, evict) for i, (t, evict) in needs.items()],
+            [
+                Holder(i, self.pages.page_count(i), s.age, s.active, s.last_used)
+                for i, s in enumerate(slots)
+                if i in self.local and s.swapped is None and self.pages.page_count(i)
+            ],
+            {g: self.pages.free_pages(g) for g in range(self.pages.num_shards)},
+            self.pages.shard,
+        )
+        self.swap_out(state, slots, plan.evicted)
+        back = []
+        for slot in plan.granted:
+            if not self.pages.reserve(slot, needs[slot][0]):
+                raise AssertionError(f"slot {slot} was granted pages its shard lacks")
+            if slots[slot].swapped is not None:
+                back.append(slot)
+        return self.swap_in(state, slots, back), set(plan.granted)
+
+    def swap_out(self, state, slots: list[Slot], out: Sequence[int]) -> None:
+        """Copy the `out` slots' keys and values to the host and free their pages (the
+        state's pool is read, not changed)."""
+        out = [slot for slot in out if slots[slot].swapped is None]
+        if not (out or self.collective):
+            return
+        begun = time.perf_counter()
+        chunks = self.calls.swap_out(state, {i: self.pages_for(slots[i].cached) for i in out})
+        for slot, parts in chunks.items():
+            self.pages.free(slot)
+            slots[slot].swapped = parts
+            self.stats.preemptions += 1
+            self.stats.swapped_out_tokens += slots[slot].cached
+        self.stats.seconds += time.perf_counter() - begun
+
+    def swap_in(self, state, slots: list[Slot], back: Sequence[int]):
+        """The state with the `back` slots' keys and values written into the pages they now
+        hold."""
+        if not (back or self.collective):
+            return state
+        begun = time.perf_counter()
+        state = self.calls.swap_in(state, {slot: slots[slot].swapped for slot in back})
+        for slot in back:
+            self.stats.swapped_in_tokens += slots[slot].cached
+            slots[slot].swapped = None
+        self.stats.seconds += time.perf_counter() - begun
+        return state

@@ -28,6 +28,8 @@ from swejax.sampling._programs import (
     jit_swap_in,
     jit_swap_out,
 )
+from swejax.sampling._state import TABLE_DTYPES, SlotTable
+from swejax.sampling._streams import stream_words
 from swejax.sharding import activation_mesh
 
 # Tokens of one sequence moved to or from the host per swap call: bounds the call's buffers.
@@ -85,6 +87,27 @@ class DeviceCalls:
         for shard in array.addressable_shards:
             out[shard.index] = np.asarray(shard.data)
         return out
+
+    def slot_table(self, slots, visible: int, running: set[int] | None) -> SlotTable:
+        """Every slot's row of a call attending over `visible` pages, `running` the active
+        slots it decodes (None: all); other processes' slots are filled in by their own."""
+        config, pages = self.config, self.pages
+        host = SlotTable(
+            np.stack([pages.table_row(i)[:visible] for i in range(config.num_slots)]),
+            np.array(
+                [
+                    min(config.capacity, pages.page_count(i) * config.page_size)
+                    for i in range(config.num_slots)
+                ]
+            ),
+            np.array([s.cached for s in slots]),
+            np.array([s.pending or 0 for s in slots]),
+            np.array([s.active and (running is None or i in running) for i, s in enumerate(slots)]),
+            np.array([s.budget for s in slots]),
+            np.stack([stream_words(s.stream) for s in slots]),
+        )
+        arrays = (x.astype(dt) for x, dt in zip(host, TABLE_DTYPES, strict=True))
+        return SlotTable(*(self.to_device(x) for x in arrays))
 
     # --- ingest ---------------------------------------------------------------------------
 

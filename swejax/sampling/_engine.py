@@ -46,8 +46,6 @@ then called by every process, with nothing to do if so.
 from __future__ import annotations
 
 import dataclasses
-import math
-import time
 from collections.abc import Sequence
 
 import jax
@@ -58,14 +56,12 @@ from jax.sharding import Mesh
 from swejax.config import EngineConfig
 from swejax.models.kv_cache import pool_page_axes
 from swejax.models.qwen2 import Qwen2
-from swejax.sampling._admission import Holder, Need, plan_room
+from swejax.sampling._admission import Preemption, Residency, Slot
 from swejax.sampling._calls import DeviceCalls
 from swejax.sampling._pages import PageAllocator
 from swejax.sampling._processes import local_slots
 from swejax.sampling._programs import DecodeProgram, StopReason
 from swejax.sampling._state import (
-    TABLE_DTYPES,
-    SlotTable,
     new_key,
     new_state,
     page_shards,
@@ -73,7 +69,6 @@ from swejax.sampling._state import (
     state_shardings,
 )
 from swejax.sampling._strategies import SamplingParams
-from swejax.sampling._streams import stream_words
 
 
 class ContextFull(Exception):
@@ -98,35 +93,6 @@ class Fed:
 
     refused: frozenset[int]
     deferred: frozenset[int]
-
-
-@dataclasses.dataclass
-class Preemption:
-    """What preemption moved since the engine was reset or reseeded."""
-
-    preemptions: int = 0  # sequences swapped out of the pool
-    swapped_out_tokens: int = 0
-    swapped_in_tokens: int = 0
-    seconds: float = 0.0  # in swap calls, both ways
-
-
-@dataclasses.dataclass
-class _Slot:
-    """One slot's bookkeeping, kept on the host and sent with each call; its pages are the
-    allocator's."""
-
-    cached: int = 0  # tokens whose K/V are in the cache (or on the host while swapped out)
-    pending: int | None = None
-    active: bool = False
-    budget: int = 0
-    stream: int = 0  # the random stream of the sequence (`_streams.stream_id`)
-    age: int = 0  # when the sequence started: the older goes first for pages
-    last_used: int = 0  # the engine call that last fed or sampled it
-    swapped: list | None = None  # its K/V chunks on the host while preempted
-
-    @property
-    def length(self) -> int:
-        return self.cached + (self.pending is not None)
 
 
 class Engine:
@@ -178,6 +144,7 @@ class Engine:
         )
         self.local_slots = local_slots(rows, config.num_slots)
         self._local_set = frozenset(self.local_slots)
+        self._residency = Residency(self._pages, self._calls, self._local_set, self.collective)
         self._warm = False
         self.reset()
 
@@ -198,7 +165,7 @@ class Engine:
         if any(s.active for s in self._slots):
             raise RuntimeError("reseed needs an idle engine")
         self._seed = seed
-        self.preemption = Preemption()
+        self._residency.stats = Preemption()
         if self.state is None:
             self.reset()
             return
@@ -222,16 +189,16 @@ class Engine:
         self._empty_slots()
 
     def _empty_slots(self) -> None:
-        self._slots = [_Slot() for _ in range(self.config.num_slots)]
+        self._slots = [Slot() for _ in range(self.config.num_slots)]
         self._seen = self._nothing_seen()
         self._clock = self._started = 0
-        self.preemption = Preemption()
+        self._residency.stats = Preemption()
 
     def free(self, slot: int) -> None:
         """End a slot's sequence and return its pages; their stale contents are never read."""
         self._check_slot(slot)
         self._pages.free(slot)
-        self._slots[slot] = _Slot()
+        self._slots[slot] = Slot()
         if self._seen is not None:
             self._seen[slot] = False
 
@@ -255,61 +222,35 @@ class Engine:
         """Free pages over all batch shards."""
         return self._pages.free_pages()
 
+    @property
+    def preemption(self) -> Preemption:
+        """What preemption moved since the engine was reset or reseeded."""
+        return self._residency.stats
+
     def resident(self, slot: int) -> bool:
         """Whether the slot's keys and values are in the pool (not swapped out)."""
         return self._slots[slot].swapped is None
 
     # --- pages and preemption ---------------------------------------------------------------
 
-    def _pages_for(self, tokens: int) -> int:
-        return min(math.ceil(tokens / self.config.page_size), self.config.pages_per_slot)
-
     def _make_room(self, needs: dict[int, tuple[int, bool]]) -> set[int]:
         """Give each slot of `needs` (slot -> (tokens it must hold, may it preempt others))
-        its pages, preempting others as `plan_room` says; the slots that got them come back.
-        A swapped-out slot that gets them is swapped back in."""
-        slots = self._slots
-        plan = plan_room(
-            [Need(i, self._pages_for(t), slots[i].age, evict) for i, (t, evict) in needs.items()],
-            [
-                Holder(i, self._pages.page_count(i), s.age, s.active, s.last_used)
-                for i, s in enumerate(slots)
-                if i in self._local_set and s.swapped is None and self._pages.page_count(i)
-            ],
-            {g: self._pages.free_pages(g) for g in range(self._pages.num_shards)},
-            self._pages.shard,
-        )
-        begun = time.perf_counter()
-        out = {i: self._pages_for(slots[i].cached) for i in plan.evicted}
-        self._swap(out=out)
-        back = {}
-        for slot in plan.granted:
-            if not self._pages.reserve(slot, needs[slot][0]):
-                raise AssertionError(f"slot {slot} was granted pages its shard lacks")
-            if slots[slot].swapped is not None:
-                back[slot] = slots[slot].swapped
-        self._swap(back=back)
-        if out or back:
-            self.preemption.seconds += time.perf_counter() - begun
-        return set(plan.granted)
+        its pages, preempting others as the policy says; the slots that got them."""
+        self.state, granted = self._residency.make_room(self.state, self._slots, needs)
+        return granted
 
-    def _swap(self, out: dict[int, int] | None = None, back: dict[int, list] | None = None):
-        """Swap the `out` slots' first pages to the host and free them, or the `back` slots'
-        chunks into their pages. Collective on a collective engine (every process calls it,
-        with nothing to move if so)."""
-        if out is not None and (out or self.collective):
-            chunks = self._calls.swap_out(self.state, out)
-            for slot, parts in chunks.items():
-                s = self._slots[slot]
-                self._pages.free(slot)
-                s.swapped = parts
-                self.preemption.preemptions += 1
-                self.preemption.swapped_out_tokens += s.cached
-        if back is not None and (back or self.collective):
-            self.state = self._calls.swap_in(self.state, back)
-            for slot in back:
-                self.preemption.swapped_in_tokens += self._slots[slot].cached
-                self._slots[slot].swapped = None
+    def preempt(self, slot: int) -> None:
+        """Move the slot's keys and values to host memory now and give its pages back; the
+        sequence comes back by itself when it is fed or decoded again (or by `restore`).
+        Collective on a collective engine."""
+        self._check_slot(slot)
+        self._residency.swap_out(self.state, self._slots, [slot])
+
+    def restore(self, slot: int) -> bool:
+        """Bring a preempted sequence back into the pool now if its shard has free pages for
+        it (preempting nobody); whether it is resident. Collective on a collective engine."""
+        self._check_slot(slot)
+        return slot in self._make_room({slot: (self._slots[slot].length, False)})
 
     # --- compiling ----------------------------------------------------------------------------
 
@@ -500,7 +441,7 @@ class Engine:
         for `visible` pages (`running`: the active slots this call decodes, default all),
         the capacity and the presence mask (None without a repetition penalty), for lowering
         it, as the tests and tools do."""
-        table = self._table(visible, running)
+        table = self._calls.slot_table(self._slots, visible, running)
         seen = None if self._seen is None else self._calls.to_device(self._seen)
         return self._params, self.state, table, np.int32(self.config.capacity), seen
 
@@ -532,28 +473,6 @@ class Engine:
         program = self.decode_program(visible, num_steps)
         self.state, out = self._calls.decode(program, self.decode_arguments(visible, running))
         return out
-
-    def _table(self, visible: int, running: set[int] | None) -> SlotTable:
-        """The slot table of every slot, for a call attending over `visible` pages (other
-        processes' slots are filled in by their own processes)."""
-        slots, cfg = self._slots, self.config
-        host = SlotTable(
-            np.stack([self._pages.table_row(i)[:visible] for i in range(cfg.num_slots)]),
-            np.array(
-                [
-                    min(cfg.capacity, self._pages.page_count(i) * cfg.page_size)
-                    for i in range(cfg.num_slots)
-                ]
-            ),
-            np.array([s.cached for s in slots]),
-            np.array([s.pending or 0 for s in slots]),
-            np.array([s.active and (running is None or i in running) for i, s in enumerate(slots)]),
-            np.array([s.budget for s in slots]),
-            np.stack([stream_words(s.stream) for s in slots]),
-        )
-        return SlotTable(
-            *(self._calls.to_device(x.astype(dt)) for x, dt in zip(host, TABLE_DTYPES, strict=True))
-        )
 
     def _check_slot(self, slot: int) -> None:
         if self.state is None:

@@ -55,9 +55,7 @@ class IngestProgram:
         # Padding lies past every visible page, where the cache drops writes.
         beyond = self.visible_pages * state.cache.k.shape[2]
         positions = jnp.where(index < counts[:, None], starts[:, None] + index, beyond)
-        _, cache = model.hidden_states_cached(
-            tokens, positions, state.cache, pages, layer_weights
-        )
+        _, cache = model.hidden_states_cached(tokens, positions, state.cache, pages, layer_weights)
         return state._replace(cache=cache)
 
 
