@@ -231,10 +231,13 @@ def _cast(array: jax.Array, dtype) -> jax.Array:
 
 def _unstack(array: jax.Array, sharding: NamedSharding) -> list[jax.Array]:
     """A stacked [L, ...] array as L arrays at `sharding`."""
-    split = jax.jit(
-        lambda x: [x[i] for i in range(x.shape[0])], out_shardings=[sharding] * array.shape[0]
-    )
-    return split(array)
+    return _unstacker(sharding, array.shape[0])(array)
+
+
+@functools.cache
+def _unstacker(sharding: NamedSharding, layers: int):
+    """One jitted split per layout and depth: every copy after the first reuses it."""
+    return jax.jit(lambda x: [x[i] for i in range(layers)], out_shardings=[sharding] * layers)
 
 
 def _on_local_mesh(array: jax.Array, spec: PartitionSpec, mesh: Mesh) -> jax.Array:
