@@ -28,6 +28,7 @@ something does not, 2 for a bad command or config.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -129,25 +130,12 @@ def main(argv: list[str] | None = None) -> int:
     from swejax.memory_plan import PlanOptions, format_report, plan
 
     started = time.perf_counter()
+    # The flags named as the options are (the two negated ones aside) go across as they are.
+    named = {f.name for f in dataclasses.fields(PlanOptions)} & vars(args).keys()
     options = PlanOptions(
-        devices=args.devices,
-        topology=args.topology,
-        phase=args.phase,
-        device_memory_gib=args.device_memory_gib,
-        headroom=args.headroom,
-        compile_attention=args.compile_attention,
+        **{name: getattr(args, name) for name in named},
         compile=not args.no_compile,
-        rollout_only=args.rollout_only,
         compare_layouts=not args.run_layout_only,
-        hardware=args.hardware,
-        devices_per_host=args.devices_per_host,
-        hbm_gbps=args.hbm_gbps,
-        intra_host_gbps=args.intra_host_gbps,
-        cross_host_gbps=args.cross_host_gbps,
-        turns=args.turns,
-        reply_tokens=args.reply_tokens,
-        observation_tokens=args.observation_tokens,
-        prompt_tokens=args.prompt_tokens,
     )
     try:
         config = load_config(args.config, [a.removeprefix("--config.") for a in leftovers])
