@@ -15,6 +15,7 @@ not there, a mesh that does not divide the devices, a missing sandbox runtime) i
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import os
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from swejax.config import Config
 from swejax.errors import UserError
 
 _Result = TypeVar("_Result")
+logger = logging.getLogger("swejax.builder")
 
 
 class BuildError(UserError):
@@ -229,10 +231,20 @@ def engine_config_of(built: Built, training: bool = True):
     spec = memory_plan.plan_spec(config, jax.device_count())
     shape = memory_plan.decode_shape(spec, jax.local_device_count())
     state = memory_plan.state_bytes(spec, with_optimizer=training)
-    engine = from_user_input(
-        "config.engine", memory_plan.fit_engine, spec, shape, state, device_memory(config)
-    )
+    memory = device_memory(config)
+    engine = from_user_input("config.engine", memory_plan.fit_engine, spec, shape, state, memory)
     processes = jax.process_count()
+    sized = f"{memory / 2**30:.2f} GiB a device" if memory else "no memory figure"
+    logger.info(
+        "engine: %d slots and %d KV pages of %d tokens over %d %s of %d devices (%s)",
+        engine.num_slots,
+        engine.pool_pages,
+        engine.page_size,
+        shape.shards,
+        "replicas" if built.layout is not None else "batch shards",
+        shape.tensor,
+        sized,
+    )
     if built.layout is None or processes == 1:
         return engine
     for name, total in (("num_slots", engine.num_slots), ("num_pages", engine.pool_pages)):

@@ -238,3 +238,56 @@ def test_the_planner_refuses_a_bad_config_in_one_line():
     )
     assert run.returncode == 2 and "Traceback" not in run.stderr
     assert "'engine.num_slots' must be at least 0" in run.stderr
+
+
+def test_the_rollout_estimates_follow_the_hardware_and_the_episode_given():
+    """The estimates by hand from the flags: the demo's tiny model (float32) on 8 fake devices
+    as 2 hosts of 4, no compile (so no collective bytes), one slot a replica."""
+    report = plan_memory_report(
+        *("--devices", "8", "--no-compile", "--rollout-only", "--hardware", "h100"),
+        *("--hbm-gbps", "1000", "--devices-per-host", "4", "--turns", "2"),
+        *("--reply-tokens", "10", "--observation-tokens", "20", "--prompt-tokens", "30"),
+        *("--config.engine.num_slots=8", "--config.engine.num_pages=128"),
+    )
+    rollout = report["rollout"]
+    hardware = rollout["hardware"]
+    assert (hardware["name"], hardware["memory_gib"], hardware["devices_per_host"]) == (
+        "h100",
+        80.0,
+        4,
+    )
+    assert hardware["hbm_gbps"] == 1000 and report["inputs"]["device_memory_gib"] == 80.0
+    assumed = rollout["assumptions"]
+    assert (assumed["episode_tokens"], assumed["mean_context"]) == (30 + 2 * 30, 30 + 30)
+    plan = rollout["layouts"]["rollout"]
+    assert (plan["tensor"], plan["replicas"], plan["num_slots"], plan["num_pages"]) == (
+        1,
+        8,
+        8,
+        128,
+    )
+    read = plan["hbm_bytes_per_step"]
+    # Every weight in float32 on every replica; one slot's keys and values at 60 tokens:
+    # 2 layers x 2 KV heads x 16 x 4 bytes, k and v.
+    assert read == {
+        "weights": 4 * 336_448,
+        "kv": 60 * 2 * 2 * 16 * 4 * 2,
+        "total": 4 * 336_448 + 60 * 512,
+    }
+    estimate = plan["estimate"]
+    step = read["total"] / 1e12
+    assert estimate["step_s"] == pytest.approx(step)
+    assert estimate["tokens_per_s"] == pytest.approx(8 / step)
+    # The demo's iteration: 4 tasks x 4 samples in 2 waves of 8 slots, 2 turns of 10 tokens.
+    assert (estimate["episodes"], estimate["waves"]) == (16, 2)
+    assert estimate["decode_s"] == pytest.approx(2 * 2 * 10 * step)
+    prefill = 2 * 336_448 * 16 * (30 + 2 * 20) / (8 * 989e12 * 0.5)
+    assert estimate["prefill_s"] == pytest.approx(prefill)
+    script = os.path.join(ROOT, "tools", "plan_memory.py")
+    run = subprocess.run(
+        [sys.executable, script, "--devices", "8", "--hardware", "a100", "--no-compile"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 2 and "unknown hardware 'a100'; one of h200, h100, v5p" in run.stderr

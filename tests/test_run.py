@@ -428,3 +428,37 @@ def test_an_evaluation_with_too_few_pages_preempts_and_draws_the_same_episodes(t
         np.testing.assert_allclose(tight.pop("logprobs"), roomy.pop("logprobs"), atol=1e-5)
         assert tight == roomy
         assert tight["end_reason"] == "turn_limit"
+
+
+@pytest.mark.slow
+def test_engine_keys_from_the_command_line_size_and_lay_out_the_engine(tmp_path, capsys):
+    """engine.tensor sets the rollout replicas (here 4 of 2 devices: the copy is the weights
+    split over tensor=2); engine.memory_gib with num_slots and num_pages of 0 sizes the pool to
+    what the memory holds beside the state and the copy, and the slots to it at
+    engine.episode_tokens each; bad values are one line each."""
+    from swejax.main import main
+
+    argv = ["eval", f"--only={TASK}", "--runs=1", "--config.scaffold.max_turns=1"]
+    argv += ["--config.dapo.l_thr=1", "--config.engine.tensor=2"]
+    sizes = ["--config.engine.num_slots=0", "--config.engine.num_pages=0"]
+    sizes += ["--config.engine.memory_gib=0.01", "--config.engine.episode_tokens=256"]
+    report = tmp_path / "report.json"
+    assert main([*argv, *sizes, f"--config.run_dir={tmp_path}", f"--report={report}"]) == 0
+    copy = json.loads(report.read_text())["decode_copy_bytes"]
+    weights = 4 * 336_448  # the tiny model's float32 weights
+    assert weights // 2 < copy < weights  # heads, MLP and vocabulary halved; norms whole
+    log = (tmp_path / "tiny" / "eval" / "process_0.log").read_text()
+    (line,) = [x for x in log.splitlines() if "engine: " in x]
+    slots, pages = (int(w) for w in line.split("engine: ")[1].split()[:5:3])
+    assert "over 4 replicas of 2 devices (0.01 GiB a device)" in line, line
+    # 10.24 MiB less 10% headroom, less the float32 state (3 x 1.3 MB) and the copy: each
+    # 64-token page of 2 layers x 1 KV head x 16 x 4 bytes x k, v is 16 KiB a device.
+    room = int(0.9 * 0.01 * 2**30) - 3 * weights - copy
+    per_replica = pages // 4
+    assert room - 16 * 2**10 - slots // 4 * 3 * 2048 * 4 < per_replica * 16 * 2**10 <= room
+    assert slots == 4 * (per_replica * 64 // 256)
+    capsys.readouterr()
+    assert main([*argv, "--config.engine.tensor=3", f"--config.run_dir={tmp_path}"]) == 2
+    assert "engine.tensor=3 does not divide the 8 devices of a host" in capsys.readouterr().err
+    assert main([*argv, "--config.engine.num_slots=0", f"--config.run_dir={tmp_path}"]) == 2
+    assert "set engine.memory_gib" in capsys.readouterr().err
