@@ -150,7 +150,9 @@ class DecodeWeights:
 
     params: SplitWeights | nnx.State | None
     copied: bool  # False: the training state's own arrays
-    bytes_per_device: int  # of the copy on one device (0 when nothing was copied)
+    # Of the weights decoding reads on one device, when copied (0 when nothing was): an array
+    # the reshard had nothing to do for still counts, though it shares the state's buffers.
+    bytes_per_device: int
     seconds: float  # the copy's time, the reshard included
     # The arrays of the copy that hold buffers of their own (an array already as the rollout
     # wants it is the training state's, never freed here).
@@ -208,7 +210,7 @@ def decode_weights(model: nnx.Module, layout: RolloutLayout) -> DecodeWeights:
     )
     jax.block_until_ready(params)
     first = layout.mesh.devices.flat[0]
-    copied = sum(_bytes_on(a, first) for a in owned)
+    copied = sum(_bytes_on(a, first) for a in jax.tree.leaves(params))
     return DecodeWeights(params, True, copied, time.perf_counter() - started, owned)
 
 
