@@ -19,7 +19,8 @@ they are.
 
 Tensor groups are cut from the training mesh's own device order (tensor varies fastest there,
 `swejax.sharding.make_mesh`), so the reshard is an all-gather along the batch axes, never a
-shuffle; a group whose devices would sit on two hosts is refused.
+shuffle; where that order would put a group on two hosts, each host's devices are grouped
+instead.
 """
 
 from __future__ import annotations
