@@ -373,7 +373,7 @@ def test_the_rollout_layout_samples_and_trains_as_decoding_over_the_training_lay
 
     argv = [
         "--config.tasks.train=swejax__b_paginator",
-        "--config.rft.epochs=2",
+        "--config.rft.epochs=1",
         "--config.dapo.iterations=1",
         "--config.dapo.tasks_per_iteration=1",
         "--config.dapo.group_size=4",
