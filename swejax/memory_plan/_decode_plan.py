@@ -215,8 +215,9 @@ def plan_layouts(
     items, device-memory bytes per step, the compiled decode (with `compile`: for `devices`,
     hosts as `host_of` says, under `target` (a lowering context)) and the estimates. A pool
     sized to fit (`engine.num_pages` 0) gives up the pages XLA's decode temporaries need
-    beyond the analytic count (`xla.pages_cut`: on a TPU the 72B's MLP weights, whose local
-    width is no multiple of 128, are relaid out; the run itself leaves them the headroom)."""
+    beyond the analytic count (`xla.pages_cut`: 3.2 GiB a chip for the 72B on a TPU, apparently
+    its MLP weights relaid, their local width being no multiple of 128; the run itself leaves
+    them the headroom)."""
     state, weights = state_bytes(spec), state_bytes(spec, with_optimizer=False)
     out = {}
     for layout in layouts:
