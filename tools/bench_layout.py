@@ -24,20 +24,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
 
-_DEVICE_COUNT_FLAG = "--xla_force_host_platform_device_count"
-
-
-def _use_fake_devices(devices: int) -> None:
-    if "jax" in sys.modules:
-        raise RuntimeError("bench_layout needs its own process (jax is already imported)")
-    flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if _DEVICE_COUNT_FLAG not in f]
-    os.environ["XLA_FLAGS"] = " ".join([*flags, f"{_DEVICE_COUNT_FLAG}={devices}"])
-    os.environ["JAX_PLATFORMS"] = "cpu"
+from fake_devices import use_fake_devices
 
 
 def _decode_rate(engine, prompts, calls: int, repeats: int) -> float:
@@ -120,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--swap-lengths", default="256,1024,2048")
     args = parser.parse_args(argv)
-    _use_fake_devices(args.devices)
+    use_fake_devices(args.devices, "bench_layout")
 
     import jax
     import numpy as np

@@ -30,11 +30,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 import time
 
-_DEVICE_COUNT_FLAG = "--xla_force_host_platform_device_count"
+from fake_devices import use_fake_devices
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -97,23 +96,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _use_fake_devices(devices: int) -> None:
-    """Point JAX at `devices` CPU devices; must run before jax is first imported.
-
-    JAX_PLATFORMS=cpu also keeps a GPU or TPU on this machine out of it, and lets a TPU
-    topology be compiled for without initialising a TPU.
-    """
-    if "jax" in sys.modules:
-        raise RuntimeError(
-            "plan_memory needs its own process: jax is already imported, so the fake device "
-            "count cannot change (run tools/plan_memory.py as a script)"
-        )
-    flags = os.environ.get("XLA_FLAGS", "").split()
-    flags = [f for f in flags if not f.startswith(_DEVICE_COUNT_FLAG)]
-    os.environ["XLA_FLAGS"] = " ".join([*flags, f"{_DEVICE_COUNT_FLAG}={devices}"])
-    os.environ["JAX_PLATFORMS"] = "cpu"
-
-
 def main(argv: list[str] | None = None) -> int:
     args, leftovers = _parser().parse_known_args(argv)
     unknown = [a for a in leftovers if not (a.startswith("--config.") and "=" in a)]
@@ -123,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(
             "plan_memory: give --devices (fake CPU devices) or --topology (a TPU slice)"
         )
-    _use_fake_devices(args.devices or 1)
+    use_fake_devices(args.devices or 1, "plan_memory")
 
     from swejax.config import load_config
     from swejax.errors import UserError

@@ -41,7 +41,6 @@ from swejax.memory_plan._compile import (
     abstract_train_state,
     compile_attention,
     compile_decode,
-    compile_decode_step,
     compile_train_step,
 )
 from swejax.memory_plan._decode_plan import HARDWARE, Assumptions, Hardware, plan_layouts
@@ -83,7 +82,6 @@ __all__ = [
     "collective_bytes",
     "compile_attention",
     "compile_decode",
-    "compile_decode_step",
     "compile_train_step",
     "decode_shape",
     "fit_engine",

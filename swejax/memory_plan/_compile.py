@@ -137,16 +137,6 @@ def compile_train_step(spec: PlanSpec, mesh: Mesh) -> CompileResult:
     )
 
 
-def compile_decode_step(spec: PlanSpec, mesh: Mesh) -> XlaMemory:
-    """Compile the engine's decode program over the training layout ahead of time: the
-    trainer's parameters, the KV pool of `spec.engine`, every page of a slot visible. Its
-    arguments are the parameters, the engine state and the slot table, so the rollout phase
-    is this peak plus the optimizer state, which stays on the devices but is no argument of
-    decoding."""
-    _, params, _, _ = abstract_train_state(spec.model, mesh)
-    return compile_decode(spec.model, spec.engine, mesh, params)[0]
-
-
 def compile_decode(cfg: ModelConfig, engine, mesh: Mesh, params) -> tuple[XlaMemory, str]:
     """(XLA's memory, the compiled HLO text) of the engine's decode program on `mesh` with
     `engine`'s slots and pool, every page of a slot visible, over abstract `params` (a model

@@ -106,7 +106,7 @@ def _hbm_bytes_per_step(spec: PlanSpec, shape: DecodeShape, assume: Assumptions)
     keys and values at the mean context."""
     cfg, engine = spec.model, spec.engine
     tensor_only = {"data": 1, "fsdp": 1, "tensor": shape.tensor, "context": 1}
-    weights = _weights_on(cfg, tensor_only)[0] * jnp.dtype(cfg.dtype).itemsize
+    weights = _weights_on(cfg, tensor_only).total * jnp.dtype(cfg.dtype).itemsize
     slots = math.ceil(engine.num_slots / shape.shards)
     context = min(assume.mean_context, engine.capacity)
     kv = slots * context * page_bytes(spec, shape) // engine.page_size

@@ -24,9 +24,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-import jax
 import jax.numpy as jnp
-from flax import nnx
 
 from swejax.config import EngineConfig
 from swejax.errors import UserError
@@ -38,8 +36,6 @@ from swejax.memory_plan._analytic import (
     abstract_mesh,
     local_elements,
 )
-from swejax.models import abstract_model
-from swejax.models.build import is_variable
 from swejax.models.kv_cache import num_shards, pool_page_axes
 from swejax.sampling import default_tensor
 
@@ -60,10 +56,6 @@ class DecodeShape:
     def tensor(self) -> int:
         return self.mesh["tensor"]
 
-    @property
-    def hosts(self) -> int:
-        return math.prod(self.mesh.values()) // self.devices_per_host
-
 
 def decode_shape(spec: PlanSpec, devices_per_host: int) -> DecodeShape:
     """The decode mesh of `spec`'s engine: the rollout layout over the training mesh's devices
@@ -83,16 +75,9 @@ def decode_shape(spec: PlanSpec, devices_per_host: int) -> DecodeShape:
     return DecodeShape("rollout", mesh, devices // tensor, devices_per_host)
 
 
-def _weights_on(cfg, mesh: dict[str, int]) -> tuple[int, int]:
-    """(every weight, the layers' weights) in elements on one device of `mesh`."""
-    total = layers = 0
-    state = nnx.state(abstract_model(cfg))
-    for path, var in jax.tree_util.tree_flatten_with_path(state, is_leaf=is_variable)[0]:
-        local = local_elements(var.get_metadata()["axes"], var.shape, abstract_mesh(mesh))
-        total += local
-        if str(getattr(path[0], "key", path[0])) == "layers":
-            layers += local
-    return total, layers
+def _weights_on(cfg, mesh: dict[str, int]):
+    """Weight elements on one device of `mesh` (`_ParamCounts`: `total`, `layers_stacked`)."""
+    return _param_counts(cfg, abstract_mesh(mesh))
 
 
 def state_bytes(spec: PlanSpec, with_optimizer: bool = True) -> int:
@@ -123,7 +108,7 @@ def _fixed_items(spec: PlanSpec, shape: DecodeShape) -> list[Item]:
     cfg, engine = spec.model, spec.engine
     c, p = jnp.dtype(cfg.dtype).itemsize, jnp.dtype(cfg.param_dtype).itemsize
     if shape.layout == "rollout" and copies_weights(spec, shape):
-        total, _ = _weights_on(cfg, shape.mesh)
+        total = _weights_on(cfg, shape.mesh).total
         return [
             Item(
                 "decode copy",
@@ -134,7 +119,7 @@ def _fixed_items(spec: PlanSpec, shape: DecodeShape) -> list[Item]:
             )
         ]
     if shape.layout == "rollout":  # the training state is already as decoding wants it
-        items, split = [], _weights_on(cfg, shape.mesh)[1] * p
+        items, split = [], _weights_on(cfg, shape.mesh).layers_stacked * p
     else:
         params = _param_counts(cfg, abstract_mesh(spec.mesh))
         items = [

@@ -7,7 +7,7 @@ devices decoding runs on and the copy of the weights it reads there; `SamplingPa
 `stream_id` names a sequence's random stream (what it is, not where it runs).
 `checkpoint_decoding` reads a checkpoint's generation_config.json as `SamplingParams`.
 `abstract_state`, `DecodeProgram` and `jit_decode` are the engine's decode program as the
-memory planner compiles it ahead of time (`swejax.memory_plan.compile_decode_step`).
+memory planner compiles it ahead of time (`swejax.memory_plan.compile_decode`).
 """
 
 from swejax.config import EngineConfig

@@ -134,7 +134,7 @@ class Engine:
         self._pages = PageAllocator(
             config.num_slots, config.pool_pages, shards, config.page_size, config.pages_per_slot
         )
-        shardings = self._shardings = state_shardings(model.cfg, config, mesh)
+        shardings = state_shardings(model.cfg, config, mesh)
         rows = row_sharding(mesh, config)
         self.collective = mesh is not None and any(
             d.process_index != jax.process_index() for d in mesh.devices.flat
